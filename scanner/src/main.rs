@@ -1,0 +1,3 @@
+mod probe;
+
+fn main() {}

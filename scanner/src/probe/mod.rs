@@ -1,0 +1,3 @@
+//! Live probes of an endpoint.
+
+pub mod tls;

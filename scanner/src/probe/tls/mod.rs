@@ -1,0 +1,5 @@
+//! popscan's own TLS enumeration engine (crafted ClientHellos).
+
+pub mod evidence;
+
+pub use evidence::*;
