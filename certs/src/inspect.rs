@@ -1,1 +1,1 @@
-//! (being written)
+//! Certificate facts compliance checks judge.
