@@ -1,0 +1,336 @@
+//! `gateway.yaml`: where popgate listens, which certificates it uses, where
+//! the registry of agencies lives and where requests go.
+//!
+//! Every mistake is caught at load time with `file:line:column` so that
+//! `popgate check-config` finds it before production does. Relative paths are
+//! resolved against the directory of the file that names them, so a config
+//! directory can be moved as a whole.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::registry::Registry;
+
+/// A configuration problem, always naming the file and, where known, the
+/// line and column.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{at}: {message}", at = .line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(file: &Path, loc: &serde_saphyr::Location, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            line: Some((loc.line(), loc.column())),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses YAML text into `T`, turning serde-saphyr's error into one that
+/// names the file and position.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
+        let message = first_line(&e.to_string());
+        match e.location() {
+            Some(loc) => ConfigError::at(file, &loc, message),
+            None => ConfigError::new(file, message),
+        }
+    })
+}
+
+/// serde-saphyr renders a source snippet after the message; a one-line
+/// error is what logs and terminals want.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_owned()
+}
+
+pub fn read_file(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))
+}
+
+/// The raw YAML shape of `gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    tls: RawTls,
+    upstream: RawUpstream,
+    registry: String,
+    #[serde(default)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    client_ca: String,
+    #[serde(default)]
+    crls: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_read_timeout_ms")]
+    read_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+/// A validated gateway configuration; all paths absolute or relative to CWD.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub upstream: Upstream,
+    pub registry_path: PathBuf,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+/// Where allowed requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl GatewayConfig {
+    /// Loads and validates `gateway.yaml`, without touching the files it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_file(path)?;
+        let raw: RawConfig = parse_yaml(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            ConfigError::new(
+                path,
+                format!(
+                    "listen: {:?} is not an address:port such as 127.0.0.1:8443",
+                    raw.listen
+                ),
+            )
+        })?;
+        let upstream = parse_upstream(path, &raw.upstream)?;
+        let threads = raw.threads.unwrap_or(2);
+        if threads == 0 || threads > 256 {
+            return Err(ConfigError::new(path, "threads: must be between 1 and 256"));
+        }
+        Ok(GatewayConfig {
+            source: path.to_owned(),
+            listen,
+            tls: TlsFiles {
+                cert: rel(&raw.tls.cert),
+                key: rel(&raw.tls.key),
+                client_ca: rel(&raw.tls.client_ca),
+                crls: raw.tls.crls.iter().map(|c| rel(c)).collect(),
+            },
+            upstream,
+            registry_path: rel(&raw.registry),
+            threads,
+        })
+    }
+
+    /// Everything `check-config` verifies: the config, the registry, and that
+    /// every certificate, key and CRL file exists and parses.
+    pub fn check(&self) -> Result<(Registry, crate::tls::TlsMaterial), ConfigError> {
+        let registry = Registry::load(&self.registry_path)?;
+        let material = crate::tls::TlsMaterial::load(&self.tls)?;
+        Ok((registry, material))
+    }
+}
+
+fn parse_upstream(file: &Path, raw: &RawUpstream) -> Result<Upstream, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::new(
+            file,
+            format!(
+                "upstream.url: {:?} {why} (expected http://host:port or https://host:port)",
+                raw.url
+            ),
+        )
+    };
+    let (tls, rest) = if let Some(r) = raw.url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = raw.url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(bad("has no http:// or https:// scheme"));
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.contains('/') {
+        return Err(bad("must not contain a path"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port: u16 = p.parse().map_err(|_| bad("has an invalid port"))?;
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                port,
+            )
+        }
+        _ => (
+            authority
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            if tls { 443 } else { 80 },
+        ),
+    };
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    for (name, v) in [
+        ("connect_timeout_ms", raw.connect_timeout_ms),
+        ("read_timeout_ms", raw.read_timeout_ms),
+        ("idle_timeout_ms", raw.idle_timeout_ms),
+    ] {
+        if v == 0 || v > 600_000 {
+            return Err(ConfigError::new(
+                file,
+                format!("upstream.{name}: {v} must be between 1 and 600000"),
+            ));
+        }
+    }
+    Ok(Upstream {
+        url: raw.url.clone(),
+        tls,
+        host,
+        port,
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        read_timeout: Duration::from_millis(raw.read_timeout_ms),
+        idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "popgate-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const GOOD: &str = "listen: 127.0.0.1:8443\ntls:\n  cert: s.pem\n  key: s.key\n  client_ca: ca.pem\n  crls: [crl.pem]\nupstream:\n  url: http://127.0.0.1:8080\nregistry: agencies.yaml\n";
+
+    #[test]
+    fn good_config_resolves_paths_relative_to_the_file() {
+        let d = tmp();
+        let p = write(&d, "g.yaml", GOOD);
+        let c = GatewayConfig::load(&p).unwrap();
+        assert_eq!(c.tls.cert, d.join("s.pem"));
+        assert_eq!(c.tls.crls, vec![d.join("crl.pem")]);
+        assert_eq!(c.upstream.port, 8080);
+        assert!(!c.upstream.tls);
+        assert_eq!(c.upstream.read_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let d = tmp();
+        let p = write(
+            &d,
+            "bad.yaml",
+            &GOOD.replace("registry:", "registri: x\nregistry:"),
+        );
+        let e = GatewayConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml:10:"), "{e}");
+        assert!(e.contains("registri"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let d = tmp();
+        let p = write(
+            &d,
+            "bad2.yaml",
+            &GOOD.replace(
+                "url: http://127.0.0.1:8080",
+                "url: http://127.0.0.1:8080\n  read_timeout_ms: soon",
+            ),
+        );
+        let e = GatewayConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad2.yaml:9:"), "{e}");
+    }
+
+    #[test]
+    fn bad_upstream_and_listen_are_explained() {
+        let d = tmp();
+        let p = write(
+            &d,
+            "u.yaml",
+            &GOOD.replace("http://127.0.0.1:8080", "ftp://x"),
+        );
+        let e = GatewayConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("upstream.url"), "{e}");
+        let p = write(&d, "l.yaml", &GOOD.replace("127.0.0.1:8443", "localhost"));
+        let e = GatewayConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! `popgate demo`: the whole flow on loopback in one command.
+//!
+//! Creates (or reuses) a demo directory with a dev PKI, the shipped agency
+//! registry and a gateway config, starts the synthetic registry and the
+//! gateway, and prints curl lines that work when pasted.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use certs::pki::{AgencySubject, DevPki};
+
+use crate::config::ConfigError;
+use crate::registry::{AgencyStatus, Registry};
+
+/// The registry shipped in `policies/agencies.yaml`, so the demo works from
+/// any directory.
+pub const SHIPPED_AGENCIES: &str = include_str!("../../policies/agencies.yaml");
+
+/// A citizen ID the synthetic registry answers for (Hà Nội, male, 2003).
+pub const DEMO_CITIZEN: &str = "001203012345";
+
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub registry_port: u16,
+}
+
+/// Prepares the demo directory; returns the gateway config path and the
+/// curl lines to print. Separate from [`run`] so tests can check the lines.
+pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError> {
+    let dir = absolute(&opts.dir)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ConfigError::new(&dir, format!("cannot create demo directory: {e}")))?;
+    let agencies_path = dir.join("agencies.yaml");
+    if !agencies_path.exists() {
+        std::fs::write(&agencies_path, SHIPPED_AGENCIES)
+            .map_err(|e| ConfigError::new(&agencies_path, format!("cannot write: {e}")))?;
+    }
+    let registry = Registry::load(&agencies_path)?;
+
+    let pki_dir = dir.join("pki");
+    let pki_err = |e: certs::pki::PkiError| ConfigError::new(&pki_dir, e.to_string());
+    let (pki, _) = DevPki::open_or_create(&pki_dir).map_err(pki_err)?;
+    for a in &registry.agencies {
+        if !pki.agency_cert_path(&a.id).exists() {
+            pki.issue_agency(
+                &AgencySubject {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                },
+                365,
+            )
+            .map_err(pki_err)?;
+        }
+    }
+
+    let config_path = dir.join("gateway.yaml");
+    let config = format!(
+        "# Written by `popgate demo`; edit freely, it is reused.\n\
+         listen: 127.0.0.1:{port}\n\
+         threads: 2\n\
+         tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\n\
+         upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
+         registry: agencies.yaml\n",
+        port = opts.port,
+        rport = opts.registry_port
+    );
+    std::fs::write(&config_path, config)
+        .map_err(|e| ConfigError::new(&config_path, format!("cannot write: {e}")))?;
+
+    let curl = |agency: &str, extra: &str, path: &str| {
+        format!(
+            "curl --cert {c} --key {k} --cacert {ca} {extra}https://localhost:{port}{path}",
+            c = pki.agency_cert_path(agency).display(),
+            k = pki.agency_key_path(agency).display(),
+            ca = pki.ca_cert_path().display(),
+            port = opts.port,
+        )
+    };
+    let suspended = registry
+        .agencies
+        .iter()
+        .find(|a| a.status == AgencyStatus::Suspended)
+        .map(|a| a.id.clone())
+        .unwrap_or_else(|| "saomai-telecom".into());
+    let lines = vec![
+        "# 1. allowed: Hà Nội looks up a citizen, stating why (200)".to_owned(),
+        curl(
+            "hanoi",
+            "-H 'X-Purpose: ho so dang ky thuong tru' ",
+            &format!("/v1/citizens/{DEMO_CITIZEN}"),
+        ),
+        "# 2. forbidden route: Hà Nam may not read residence records (403 route_not_allowed)"
+            .to_owned(),
+        curl(
+            "hanam",
+            "-H 'X-Purpose: kiem tra' ",
+            &format!("/v1/citizens/{DEMO_CITIZEN}/residence"),
+        ),
+        format!("# 3. suspended agency: {suspended} (403 agency_suspended)"),
+        curl(
+            &suspended,
+            "-X POST -H 'content-type: application/json' -d '{\"full_name\":\"x\",\"date_of_birth\":\"2000-01-01\"}' ",
+            &format!("/v1/citizens/{DEMO_CITIZEN}/verify"),
+        ),
+        "# 4. no client certificate: the TLS handshake itself fails".to_owned(),
+        format!(
+            "curl --cacert {} https://localhost:{}/v1/citizens/{DEMO_CITIZEN}",
+            pki.ca_cert_path().display(),
+            opts.port
+        ),
+    ];
+    Ok((config_path, lines))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .map_err(|e| ConfigError::new(p, format!("no current directory: {e}")))
+}
+
+fn check_free(addr: SocketAddr, flag: &str) -> Result<(), ConfigError> {
+    TcpListener::bind(addr).map(drop).map_err(|e| {
+        ConfigError::new(
+            Path::new(&addr.to_string()),
+            format!("cannot listen ({e}); pick another port with {flag}"),
+        )
+    })
+}
+
+/// Runs the demo until Ctrl-C.
+pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
+    let gw_addr: SocketAddr = ([127, 0, 0, 1], opts.port).into();
+    let reg_addr: SocketAddr = ([127, 0, 0, 1], opts.registry_port).into();
+    check_free(gw_addr, "--port")?;
+    check_free(reg_addr, "--registry-port")?;
+    let (config_path, lines) = prepare(opts)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| ConfigError::new(&config_path, format!("runtime: {e}")))?;
+    let listener = rt
+        .block_on(crate::synthetic_registry::bind(reg_addr))
+        .map_err(|e| ConfigError::new(Path::new(&reg_addr.to_string()), e.to_string()))?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            if let Err(e) = crate::synthetic_registry::serve(listener).await {
+                tracing::error!(error = %e, "synthetic registry stopped");
+            }
+        })
+    });
+
+    println!("popgate demo");
+    println!("  synthetic population registry: http://{reg_addr} (synthetic data only)");
+    println!(
+        "  gateway (mutual TLS):          https://localhost:{}",
+        opts.port
+    );
+    println!("  config:                        {}", config_path.display());
+    println!("\nTry these (Ctrl-C stops both):\n");
+    for l in &lines {
+        println!("{l}");
+    }
+    println!();
+    crate::serve::run(&config_path)
+}

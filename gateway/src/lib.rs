@@ -1,0 +1,14 @@
+//! popgate: the mutual-TLS gateway in front of the population registry.
+//!
+//! The binary (`src/main.rs`) is a thin CLI; everything it does lives here so
+//! tests and the demo drive the same code.
+
+pub mod access;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod refusal;
+pub mod registry;
+pub mod serve;
+pub mod synthetic_registry;
+pub mod tls;

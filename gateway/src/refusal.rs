@@ -1,0 +1,115 @@
+//! Every way popgate says no, with a stable machine-readable code.
+//!
+//! Integrators write code against `error`; the codes never change meaning.
+//! Messages are for humans and may improve over time.
+
+use serde::Serialize;
+
+/// A refusal decided by the gateway, before or instead of the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The connection's certificate was not one this process verified.
+    NoIdentity,
+    UnknownAgency,
+    AgencySuspended {
+        agency: String,
+    },
+    BadPath(String),
+    RouteNotAllowed {
+        method: String,
+        path: String,
+    },
+    PurposeRequired,
+    BadPurpose(&'static str),
+    UpstreamUnavailable(String),
+    UpstreamTimeout,
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::NoIdentity
+            | Refusal::UnknownAgency
+            | Refusal::AgencySuspended { .. }
+            | Refusal::RouteNotAllowed { .. } => 403,
+            Refusal::BadPath(_) | Refusal::PurposeRequired | Refusal::BadPurpose(_) => 400,
+            Refusal::UpstreamUnavailable(_) => 502,
+            Refusal::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The stable code (`error` field of the JSON body).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NoIdentity => "no_identity",
+            Refusal::UnknownAgency => "unknown_agency",
+            Refusal::AgencySuspended { .. } => "agency_suspended",
+            Refusal::BadPath(_) => "bad_path",
+            Refusal::RouteNotAllowed { .. } => "route_not_allowed",
+            Refusal::PurposeRequired => "purpose_required",
+            Refusal::BadPurpose(_) => "bad_purpose",
+            Refusal::UpstreamUnavailable(_) => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::NoIdentity => {
+                "the client certificate of this connection was not verified by this gateway".into()
+            }
+            Refusal::UnknownAgency => {
+                "the client certificate is valid but belongs to no registered agency".into()
+            }
+            Refusal::AgencySuspended { agency } => {
+                format!("agency {agency} is suspended; contact the registry operator")
+            }
+            Refusal::BadPath(why) => format!("malformed or ambiguous path: {why}"),
+            Refusal::RouteNotAllowed { method, path } => {
+                format!("{method} {path} is not a route this agency may call")
+            }
+            Refusal::PurposeRequired => {
+                "this agency must state the purpose of each lookup in the X-Purpose header".into()
+            }
+            Refusal::BadPurpose(why) => (*why).to_owned(),
+            Refusal::UpstreamUnavailable(why) => {
+                format!("the population registry is unreachable: {why}")
+            }
+            Refusal::UpstreamTimeout => "the population registry did not answer in time".into(),
+        }
+    }
+
+    /// The JSON body sent to the agency.
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: String,
+            request_id: &'a str,
+        }
+        serde_json::to_vec(&Body {
+            error: self.code(),
+            message: self.message(),
+            request_id,
+        })
+        .unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_documented_shape() {
+        let r = Refusal::RouteNotAllowed {
+            method: "GET".into(),
+            path: "/v1/x\"y".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.body("rid-1")).unwrap();
+        assert_eq!(v["error"], "route_not_allowed");
+        assert_eq!(v["request_id"], "rid-1");
+        assert!(v["message"].as_str().unwrap().contains("/v1/x\"y"));
+        assert_eq!(r.status(), 403);
+    }
+}

@@ -1,0 +1,57 @@
+//! Assembles the gateway from a validated config and runs it under pingora.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::config::{ConfigError, GatewayConfig};
+use crate::proxy::Gateway;
+
+/// Loads everything, then serves until SIGTERM/SIGINT. Only returns on a
+/// configuration error: pingora exits the process when it shuts down.
+pub fn run(config_path: &Path) -> Result<(), ConfigError> {
+    let config = GatewayConfig::load(config_path)?;
+    let (registry, material) = config.check()?;
+    let (cert_resolver, verifier) = material.server_parts(&config.tls)?;
+
+    let mut conf = ServerConf {
+        threads: config.threads,
+        // Handover between old and new processes is not used; shut down
+        // promptly but let in-flight requests finish.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let run_dir = std::env::temp_dir().join(format!("popgate-{}", std::process::id()));
+    conf.pid_file = run_dir.join("popgate.pid").to_string_lossy().into_owned();
+    conf.upgrade_sock = run_dir.join("upgrade.sock").to_string_lossy().into_owned();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway {
+        registry: Arc::new(ArcSwap::from_pointee(registry)),
+        verifier: verifier.clone(),
+        upstream: config.upstream.clone(),
+    };
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    // Paths stay empty: the certificate comes from the resolver, which
+    // pingora's rustls listener prefers over files.
+    let mut settings = TlsSettings::intermediate("", "")
+        .map_err(|e| ConfigError::new(&config.source, format!("TLS listener settings: {e}")))?;
+    settings.set_cert_resolver(cert_resolver);
+    settings.set_client_cert_verifier(verifier);
+    settings.enable_h2();
+    service.add_tls_with_settings(&config.listen.to_string(), None, settings);
+    server.add_service(service);
+    tracing::info!(
+        listen = %config.listen,
+        upstream = %config.upstream.url,
+        config = %config.source.display(),
+        "popgate listening (mutual TLS required)"
+    );
+    server.run_forever()
+}

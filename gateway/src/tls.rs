@@ -1,0 +1,267 @@
+//! The TLS front door: the server certificate, and the client-certificate
+//! verifier that decides, during the handshake, who may even speak HTTP.
+//!
+//! Verification is rustls' `WebPkiClientVerifier` (chain to the agency CA
+//! bundle, validity window, clientAuth EKU, CRLs). We wrap it for two
+//! reasons: the inner verifier sits in an `ArcSwap` so CA bundles and CRLs
+//! can be replaced without a restart, and on success the verified leaf's
+//! identity is remembered under its SHA-256, which is the only per-connection
+//! fact pingora hands the request filter (`SslDigest::cert_digest`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConfigError, TlsFiles};
+use certs::identity::CertIdentity;
+
+/// Parsed certificate material named by the config.
+pub struct TlsMaterial {
+    pub server_chain: Vec<CertificateDer<'static>>,
+    pub server_key: PrivateKeyDer<'static>,
+    pub roots: RootCertStore,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::new(path, format!("cannot read {what}: {e}")))
+}
+
+impl TlsMaterial {
+    pub fn load(files: &TlsFiles) -> Result<Self, ConfigError> {
+        let server_chain = certs_from_pem(&files.cert, "tls.cert (server certificate chain)")?;
+        let key_bytes = read(&files.key, "tls.key")?;
+        let server_key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+            ConfigError::new(
+                &files.key,
+                format!("tls.key: no usable PEM private key: {e}"),
+            )
+        })?;
+        let mut roots = RootCertStore::empty();
+        for c in certs_from_pem(&files.client_ca, "tls.client_ca (agency CA bundle)")? {
+            roots.add(c).map_err(|e| {
+                ConfigError::new(
+                    &files.client_ca,
+                    format!("tls.client_ca: certificate is not a usable trust anchor: {e}"),
+                )
+            })?;
+        }
+        let mut crls = Vec::new();
+        for path in &files.crls {
+            let bytes = read(path, "tls.crls entry")?;
+            let mut found = 0;
+            for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
+                let crl = crl.map_err(|e| {
+                    ConfigError::new(path, format!("tls.crls: malformed PEM CRL: {e}"))
+                })?;
+                // Parse now so a broken CRL is a config error, not a
+                // handshake failure for every agency later.
+                webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+                    ConfigError::new(path, format!("tls.crls: CRL does not parse: {e:?}"))
+                })?;
+                crls.push(crl);
+                found += 1;
+            }
+            if found == 0 {
+                return Err(ConfigError::new(
+                    path,
+                    "tls.crls: file holds no -----BEGIN X509 CRL----- block",
+                ));
+            }
+        }
+        let m = TlsMaterial {
+            server_chain,
+            server_key,
+            roots,
+            crls,
+        };
+        m.certified_key(&files.key)?;
+        m.client_verifier(&files.client_ca)?;
+        Ok(m)
+    }
+
+    fn certified_key(&self, key_path: &Path) -> Result<Arc<CertifiedKey>, ConfigError> {
+        let signing = rustls::crypto::ring::sign::any_supported_type(&self.server_key)
+            .map_err(|e| ConfigError::new(key_path, format!("tls.key: unsupported key: {e}")))?;
+        Ok(Arc::new(CertifiedKey::new(
+            self.server_chain.clone(),
+            signing,
+        )))
+    }
+
+    fn client_verifier(&self, ca_path: &Path) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+        WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.roots.clone()),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .with_crls(self.crls.clone())
+        // A CRL past its nextUpdate no longer proves anything: fail closed.
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| ConfigError::new(ca_path, format!("client verifier: {e}")))
+    }
+
+    /// The two pieces popgate's listener is built from: the (reloadable)
+    /// server certificate and the agency client-certificate verifier.
+    /// Protocol versions (TLS 1.2 and 1.3 only) and ALPN are set by the
+    /// listener (`serve`).
+    pub fn server_parts(
+        &self,
+        files: &TlsFiles,
+    ) -> Result<(Arc<dyn ResolvesServerCert>, Arc<AgencyCertVerifier>), ConfigError> {
+        let verifier = Arc::new(AgencyCertVerifier::new(
+            self.client_verifier(&files.client_ca)?,
+            self.roots.subjects(),
+        ));
+        let resolver = Arc::new(ReloadableCert(ArcSwap::from(
+            self.certified_key(&files.key)?,
+        )));
+        Ok((resolver, verifier))
+    }
+}
+
+fn certs_from_pem(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bytes = read(path, what)?;
+    let mut out = Vec::new();
+    for c in CertificateDer::pem_slice_iter(&bytes) {
+        let c = c.map_err(|e| ConfigError::new(path, format!("{what}: malformed PEM: {e}")))?;
+        CertIdentity::from_der(c.as_ref()).map_err(|e| {
+            ConfigError::new(path, format!("{what}: certificate #{} {e}", out.len() + 1))
+        })?;
+        out.push(c);
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            format!("{what}: no -----BEGIN CERTIFICATE----- block found"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Serves the current server certificate; swappable for reloads.
+#[derive(Debug)]
+struct ReloadableCert(ArcSwap<CertifiedKey>);
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// How many verified client certificates are remembered. Agencies number in
+/// the hundreds of certificates; the bound only stops a flood of distinct
+/// valid certificates from growing memory without limit.
+const IDENTITY_CACHE_MAX: usize = 50_000;
+
+/// rustls client verifier that records who it verified.
+#[derive(Debug)]
+pub struct AgencyCertVerifier {
+    inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    hints: Vec<DistinguishedName>,
+    verified: Mutex<HashMap<[u8; 32], Arc<CertIdentity>>>,
+}
+
+impl AgencyCertVerifier {
+    fn new(inner: Arc<dyn ClientCertVerifier>, hints: Vec<DistinguishedName>) -> Self {
+        AgencyCertVerifier {
+            inner: ArcSwap::from_pointee(inner),
+            hints,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The identity of a certificate this verifier accepted, by the SHA-256
+    /// pingora reports for the connection. `None` means "not verified by us"
+    /// and must be treated as a refusal.
+    pub fn identity(&self, cert_sha256: &[u8]) -> Option<Arc<CertIdentity>> {
+        let key: [u8; 32] = cert_sha256.try_into().ok()?;
+        self.verified.lock().ok()?.get(&key).cloned()
+    }
+
+    fn remember(&self, der: &[u8]) -> Result<(), rustls::Error> {
+        let ident = CertIdentity::from_der(der).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })?;
+        let key: [u8; 32] = Sha256::digest(der).into();
+        let mut map = self
+            .verified
+            .lock()
+            .map_err(|_| rustls::Error::General("identity cache poisoned".into()))?;
+        if map.len() >= IDENTITY_CACHE_MAX && !map.contains_key(&key) {
+            // Evict an arbitrary entry; a live connection's entry being
+            // evicted only costs that connection a refusal (fail closed).
+            if let Some(k) = map.keys().next().copied() {
+                map.remove(&k);
+            }
+        }
+        map.insert(key, Arc::new(ident));
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for AgencyCertVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .load()
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Err(e) = &verified {
+            tracing::info!(reason = %e, "client certificate refused in handshake");
+        }
+        let verified = verified?;
+        self.remember(end_entity.as_ref())?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.load().supported_verify_schemes()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+}
