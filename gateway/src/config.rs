@@ -57,10 +57,19 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// serde-saphyr renders a source snippet after the message; a one-line
-/// error is what logs and terminals want.
+/// serde-saphyr renders "error: line L column C: message" and then a source
+/// snippet; we already print the location as file:line:column, so keep only
+/// the message.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_owned()
+    let line = s.lines().next().unwrap_or(s).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((loc, msg)) if loc.contains(" column ") => msg.to_owned(),
+            _ => line.to_owned(),
+        },
+        None => line.to_owned(),
+    }
 }
 
 pub fn read_file(file: &Path) -> Result<String, ConfigError> {
@@ -300,7 +309,7 @@ mod tests {
             &GOOD.replace("registry:", "registri: x\nregistry:"),
         );
         let e = GatewayConfig::load(&p).unwrap_err().to_string();
-        assert!(e.contains("bad.yaml:10:"), "{e}");
+        assert!(e.contains("bad.yaml:9:1: unknown field `registri`"), "{e}");
         assert!(e.contains("registri"), "{e}");
     }
 

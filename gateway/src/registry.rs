@@ -417,7 +417,10 @@ agencies:
         let e = Registry::parse(Path::new("a.yaml"), &bad)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("a.yaml:11:"), "{e}");
+        assert!(
+            e.starts_with("a.yaml:10:11: unknown variant `ministery`"),
+            "{e}"
+        );
         let bad = REG.replace("purpose_required: true", "purpose_requried: true");
         let e = Registry::parse(Path::new("a.yaml"), &bad)
             .unwrap_err()
