@@ -260,7 +260,11 @@ impl DevPki {
         // hold the CA as a trust anchor still build the path.
         let chain = format!("{}{}", cert.pem(), self.ca_cert_pem);
         write_file(&self.server_cert_path(), chain.as_bytes(), false)?;
-        write_file(&self.server_key_path(), key.serialize_pem().as_bytes(), true)?;
+        write_file(
+            &self.server_key_path(),
+            key.serialize_pem().as_bytes(),
+            true,
+        )?;
         Ok(())
     }
 
