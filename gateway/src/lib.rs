@@ -4,6 +4,7 @@
 //! tests and the demo drive the same code.
 
 pub mod access;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod proxy;

@@ -1,0 +1,204 @@
+//! The audit log: one hash-chained, durable record per request, allowed or
+//! refused, written before any response byte reaches the agency.
+//!
+//! - [`record`]: the record and its line encoding (hash chain, citizen refs).
+//! - [`writer`]: the group-commit writer thread, recovery, rotation, seals.
+//! - [`segment`]: segment, seal and index files.
+//! - [`verify`]: `popgate audit verify`.
+//! - [`search`]: `popgate audit search`.
+
+pub mod record;
+pub mod search;
+pub mod segment;
+pub mod verify;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use writer::AuditLog;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log not writable: {0}")]
+    Write(String),
+    #[error("audit writer queue is full")]
+    Overloaded,
+    #[error("audit log damaged: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// When `append` resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the record is written and fdatasync'd (group commit).
+    Durable,
+    /// After write(2); fdatasync every `flush_interval`. A crash can lose the
+    /// records of the last interval — choose this knowingly.
+    Relaxed { flush_interval: Duration },
+}
+
+/// The `audit:` section of `gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuditConfig {
+    pub dir: String,
+    pub hmac_key: String,
+    pub seal_key: String,
+    #[serde(default)]
+    pub durability: RawDurability,
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_max_bytes: u64,
+    #[serde(default = "default_segment_age")]
+    pub segment_max_age_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawDurability {
+    #[default]
+    Durable,
+    Relaxed,
+}
+
+fn default_flush_ms() -> u64 {
+    100
+}
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_segment_age() -> u64 {
+    3600
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    pub hmac_key: PathBuf,
+    pub seal_key: PathBuf,
+    pub durability: Durability,
+    pub segment_max_bytes: u64,
+    pub segment_max_age: Duration,
+}
+
+impl AuditConfig {
+    /// Resolves paths against `base` and checks the rules that make the log
+    /// trustworthy: keys live outside the log directory.
+    pub fn from_raw(file: &Path, base: &Path, raw: &RawAuditConfig) -> Result<Self, ConfigError> {
+        let rel = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        if raw.segment_max_bytes < 4096 || raw.segment_max_age_s == 0 {
+            return Err(ConfigError::new(
+                file,
+                "audit.segment_max_bytes must be ≥ 4096 and audit.segment_max_age_s ≥ 1",
+            ));
+        }
+        if raw.flush_interval_ms == 0 || raw.flush_interval_ms > 60_000 {
+            return Err(ConfigError::new(
+                file,
+                "audit.flush_interval_ms must be between 1 and 60000",
+            ));
+        }
+        Ok(AuditConfig {
+            dir: rel(&raw.dir),
+            hmac_key: rel(&raw.hmac_key),
+            seal_key: rel(&raw.seal_key),
+            durability: match raw.durability {
+                RawDurability::Durable => Durability::Durable,
+                RawDurability::Relaxed => Durability::Relaxed {
+                    flush_interval: Duration::from_millis(raw.flush_interval_ms),
+                },
+            },
+            segment_max_bytes: raw.segment_max_bytes,
+            segment_max_age: Duration::from_secs(raw.segment_max_age_s),
+        })
+    }
+
+    /// Creates the directory if needed and refuses keys inside it: whoever
+    /// can rewrite the log must not also find the key that would let them
+    /// re-seal it or test citizen IDs against it.
+    pub fn prepare(&self, file: &Path) -> Result<(), ConfigError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| {
+            ConfigError::new(
+                file,
+                format!("audit.dir {}: cannot create: {e}", self.dir.display()),
+            )
+        })?;
+        let dir = self.dir.canonicalize().map_err(|e| {
+            ConfigError::new(file, format!("audit.dir {}: {e}", self.dir.display()))
+        })?;
+        for (name, key) in [
+            ("audit.hmac_key", &self.hmac_key),
+            ("audit.seal_key", &self.seal_key),
+        ] {
+            let k = key
+                .canonicalize()
+                .map_err(|e| ConfigError::new(file, format!("{name} {}: {e}", key.display())))?;
+            if k.starts_with(&dir) {
+                return Err(ConfigError::new(
+                    file,
+                    format!(
+                        "{name} {} is inside audit.dir {}: keep keys outside the log directory",
+                        k.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        load_hmac_key(&self.hmac_key)
+            .map_err(|e| ConfigError::new(&self.hmac_key, e.to_string()))?;
+        certs::signing::load_signing_key(&self.seal_key)
+            .map_err(|e| ConfigError::new(&self.seal_key, e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The HMAC key file holds at least 32 bytes as hex (what `pki init` writes).
+pub fn load_hmac_key(path: &Path) -> Result<Vec<u8>, AuditError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AuditError::Config(format!("{}: {e}", path.display())))?;
+    let key = hex::decode(text.trim())
+        .map_err(|_| AuditError::Config(format!("{}: the HMAC key must be hex", path.display())))?;
+    if key.len() < 32 {
+        return Err(AuditError::Config(format!(
+            "{}: the HMAC key must be at least 32 bytes (64 hex digits)",
+            path.display()
+        )));
+    }
+    Ok(key)
+}
+
+/// Writes a fresh random HMAC key (64 hex digits, mode 0600).
+pub fn generate_hmac_key(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(hex::encode(key).as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

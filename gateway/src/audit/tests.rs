@@ -1,0 +1,389 @@
+//! The audit log against every way it can be damaged.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::record::{self, tests::sample, Stored};
+use super::search::{search, Filter};
+use super::segment::{self, Seal};
+use super::verify::verify;
+use super::*;
+
+struct Fixture {
+    _root: tempfile::TempDir,
+    cfg: AuditConfig,
+    public: PathBuf,
+}
+
+fn fixture(max_bytes: u64) -> Fixture {
+    let root = tempfile::tempdir().unwrap();
+    let keys = root.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let kp = certs::signing::generate_keypair(&keys, "audit-seal").unwrap();
+    generate_hmac_key(&keys.join("audit-hmac.key")).unwrap();
+    let cfg = AuditConfig {
+        dir: root.path().join("log"),
+        hmac_key: keys.join("audit-hmac.key"),
+        seal_key: kp.private,
+        durability: Durability::Durable,
+        segment_max_bytes: max_bytes,
+        segment_max_age: Duration::from_secs(3600),
+    };
+    cfg.prepare(Path::new("test.yaml")).unwrap();
+    Fixture {
+        _root: root,
+        cfg,
+        public: kp.public,
+    }
+}
+
+impl Fixture {
+    fn key(&self) -> ed25519_dalek::VerifyingKey {
+        certs::signing::load_verifying_key(&self.public).unwrap()
+    }
+    fn seg(&self, n: u64) -> PathBuf {
+        segment::segment_path(&self.cfg.dir, n)
+    }
+    fn verify(&self) -> Result<super::verify::Summary, super::verify::Finding> {
+        verify(&self.cfg.dir, &self.key())
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Appends `n` records one at a time (each durable before the next).
+fn write(f: &Fixture, n: usize, citizen: impl Fn(usize) -> Option<String>) {
+    let log = AuditLog::open(&f.cfg).unwrap();
+    rt().block_on(async {
+        for i in 0..n {
+            let mut a = sample(&format!("r{i}"), None);
+            a.citizen_ref = citizen(i).map(|c| log.citizen_ref(&c));
+            a.agency = Some(if i % 2 == 0 { "hanoi" } else { "vss" }.into());
+            log.append(a).await.unwrap();
+        }
+    });
+    log.close();
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn put_lines(p: &Path, l: &[String]) {
+    std::fs::write(p, l.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
+}
+
+#[test]
+fn chain_spans_sealed_segments_and_verifies() {
+    let f = fixture(4096);
+    write(&f, 40, |_| None);
+    let s = f.verify().unwrap();
+    assert_eq!(s.records, 40);
+    assert!(s.segments >= 3, "{s:?}");
+    assert_eq!(s.sealed, s.segments - 1);
+    // A restart continues the same chain.
+    write(&f, 5, |_| None);
+    assert_eq!(f.verify().unwrap().records, 45);
+}
+
+#[test]
+fn a_changed_byte_is_caught_at_its_line() {
+    let f = fixture(4096);
+    write(&f, 30, |_| None);
+    let mut l = lines(&f.seg(1));
+    l[2] = l[2].replacen("\"status\":200", "\"status\":201", 1);
+    put_lines(&f.seg(1), &l);
+    let e = f.verify().unwrap_err();
+    assert_eq!((e.file.clone(), e.line), (f.seg(1), 3), "{e}");
+    assert!(e.what.contains("hash mismatch"), "{e}");
+}
+
+#[test]
+fn a_deleted_line_is_caught() {
+    let f = fixture(4096);
+    write(&f, 30, |_| None);
+    let mut l = lines(&f.seg(1));
+    l.remove(1);
+    put_lines(&f.seg(1), &l);
+    let e = f.verify().unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.what.contains("sequence"), "{e}");
+}
+
+#[test]
+fn swapped_lines_are_caught() {
+    let f = fixture(4096);
+    write(&f, 30, |_| None);
+    let mut l = lines(&f.seg(2));
+    l.swap(0, 1);
+    put_lines(&f.seg(2), &l);
+    let e = f.verify().unwrap_err();
+    assert_eq!((e.file.clone(), e.line), (f.seg(2), 1), "{e}");
+}
+
+#[test]
+fn a_deleted_middle_segment_is_caught() {
+    let f = fixture(4096);
+    write(&f, 40, |_| None);
+    std::fs::remove_file(f.seg(2)).unwrap();
+    std::fs::remove_file(segment::seal_path(&f.cfg.dir, 2)).unwrap();
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("segment 2 is missing"), "{e}");
+}
+
+#[test]
+fn truncating_a_sealed_segment_is_caught_by_its_seal() {
+    let f = fixture(4096);
+    write(&f, 40, |_| None);
+    // Remove the last records of segment 2 and everything after it, so the
+    // hash chain alone would look intact.
+    let mut l = lines(&f.seg(2));
+    l.truncate(l.len() - 2);
+    put_lines(&f.seg(2), &l);
+    for n in 3..10 {
+        let _ = std::fs::remove_file(f.seg(n));
+        let _ = std::fs::remove_file(segment::seal_path(&f.cfg.dir, n));
+    }
+    let e = f.verify().unwrap_err();
+    assert_eq!(e.file, f.seg(2), "{e}");
+    assert!(e.what.contains("does not match its seal"), "{e}");
+}
+
+/// Rewrites segment 2 with a changed record, re-chains it so every hash and
+/// link is consistent, and re-seals it with `key` (or keeps the old seal's
+/// key id with a recomputed-but-unsigned signature).
+fn forge_segment_2(f: &Fixture, key: &ed25519_dalek::SigningKey) {
+    let before = lines(&f.seg(1));
+    let (_, mut prev) = record::decode(before.last().unwrap().as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut last_seq = 0;
+    let mut first_seq = 0;
+    for (i, l) in lines(&f.seg(2)).iter().enumerate() {
+        let (mut s, _): (Stored, _) = record::decode(l.as_bytes()).unwrap();
+        if i == 0 {
+            s.access.agency = Some("forged".into());
+            first_seq = s.seq;
+        }
+        s.prev = prev.clone();
+        let (line, hash) = record::encode(&s).unwrap();
+        out.push(String::from_utf8(line).unwrap().trim_end().to_owned());
+        prev = hash;
+        last_seq = s.seq;
+    }
+    put_lines(&f.seg(2), &out);
+    // Segment 3 must still link: re-chain it too (the forger's best effort).
+    let mut out3 = Vec::new();
+    for l in lines(&f.seg(3)) {
+        let (mut s, _): (Stored, _) = record::decode(l.as_bytes()).unwrap();
+        s.prev = prev.clone();
+        let (line, hash) = record::encode(&s).unwrap();
+        out3.push(String::from_utf8(line).unwrap().trim_end().to_owned());
+        prev = hash;
+    }
+    let seal = Seal::sign(key, 2, out.len() as u64, first_seq, last_seq, &{
+        let (_, h) = record::decode(out.last().unwrap().as_bytes()).unwrap();
+        h
+    });
+    std::fs::write(
+        segment::seal_path(&f.cfg.dir, 2),
+        serde_json::to_vec(&seal).unwrap(),
+    )
+    .unwrap();
+    put_lines(&f.seg(3), &out3);
+}
+
+#[test]
+fn a_forged_segment_without_the_key_is_caught() {
+    let f = fixture(4096);
+    write(&f, 40, |_| None);
+    let mut seed = [7u8; 32];
+    seed[0] = 1;
+    let forger = ed25519_dalek::SigningKey::from_bytes(&seed);
+    forge_segment_2(&f, &forger);
+    let e = f.verify().unwrap_err();
+    assert_eq!(e.file, segment::seal_path(&f.cfg.dir, 2), "{e}");
+    assert!(e.what.contains("sealed with key"), "{e}");
+
+    // Same key id claimed, signature not made with the real key.
+    let mut seal: Seal =
+        serde_json::from_slice(&std::fs::read(segment::seal_path(&f.cfg.dir, 2)).unwrap()).unwrap();
+    seal.key_id = certs::signing::key_id(&f.key());
+    std::fs::write(
+        segment::seal_path(&f.cfg.dir, 2),
+        serde_json::to_vec(&seal).unwrap(),
+    )
+    .unwrap();
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("signature does not verify"), "{e}");
+}
+
+#[test]
+fn torn_tail_is_reported_then_repaired_on_reopen() {
+    let f = fixture(1 << 20);
+    write(&f, 5, |_| None);
+    let seg = f.seg(1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":6,\"time\":\"2026-");
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("torn tail"), "{e}");
+    assert_eq!(e.line, 6);
+
+    write(&f, 3, |_| None);
+    let s = f.verify().unwrap();
+    assert_eq!(s.records, 8);
+    let saved: Vec<_> = std::fs::read_dir(&f.cfg.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".torn-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "torn bytes are kept aside");
+    assert_eq!(
+        std::fs::read(saved[0].path()).unwrap(),
+        b"{\"seq\":6,\"time\":\"2026-"
+    );
+}
+
+#[test]
+fn a_damaged_log_is_not_extended() {
+    let f = fixture(1 << 20);
+    write(&f, 5, |_| None);
+    let mut l = lines(&f.seg(1));
+    l[3] = l[3].replacen("hanoi", "hanam", 1);
+    put_lines(&f.seg(1), &l);
+    let e = AuditLog::open(&f.cfg)
+        .err()
+        .expect("must refuse")
+        .to_string();
+    assert!(e.contains(":4:"), "{e}");
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_all_land_in_order() {
+    let f = fixture(1 << 20);
+    let log = AuditLog::open(&f.cfg).unwrap();
+    let n = 400;
+    let seqs = rt().block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                log.append(sample(&format!("c{i}"), None)).await.unwrap()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs
+    });
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted, (1..=n as u64).collect::<Vec<_>>());
+    let stats = log.stats();
+    let records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
+    let syncs = stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{records} records in {syncs} fsyncs");
+    assert_eq!(records, n as u64);
+    assert!(
+        syncs < records,
+        "group commit never batched: {syncs} fsyncs for {records} records"
+    );
+    log.close();
+    assert_eq!(f.verify().unwrap().records, n as u64);
+}
+
+#[test]
+fn search_finds_exactly_one_citizens_accesses_across_segments() {
+    let f = fixture(4096);
+    // Every third record is citizen A, others B or none.
+    write(&f, 60, |i| match i % 3 {
+        0 => Some("001203012345".into()),
+        1 => Some("064185000001".into()),
+        _ => None,
+    });
+    assert!(f.verify().unwrap().segments >= 4);
+    let key = load_hmac_key(&f.cfg.hmac_key).unwrap();
+    let a = record::citizen_ref(&key, "001203012345");
+    let hits = search(&f.cfg.dir, &a, &Filter::default()).unwrap();
+    let ids: Vec<String> = hits.iter().map(|h| h.access.request_id.clone()).collect();
+    let expected: Vec<String> = (0..60)
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_eq!(ids, expected);
+
+    let hanoi = search(
+        &f.cfg.dir,
+        &a,
+        &Filter {
+            agency: Some("hanoi".into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert!(hanoi
+        .iter()
+        .all(|h| h.access.agency.as_deref() == Some("hanoi")));
+    assert_eq!(
+        hanoi.len(),
+        expected
+            .iter()
+            .filter(|r| r[1..].parse::<usize>().unwrap() % 2 == 0)
+            .count()
+    );
+
+    let none = search(
+        &f.cfg.dir,
+        &a,
+        &Filter {
+            until: Some("2000-01-01".into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert!(none.is_empty());
+    let all_since = search(
+        &f.cfg.dir,
+        &a,
+        &Filter {
+            since: Some("2000-01-01".into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all_since.len(), expected.len());
+    let unknown = record::citizen_ref(&key, "096300000000");
+    assert!(search(&f.cfg.dir, &unknown, &Filter::default())
+        .unwrap()
+        .is_empty());
+    // No raw citizen ID is ever written.
+    for n in segment::list(&f.cfg.dir).unwrap() {
+        let text = std::fs::read_to_string(f.seg(n)).unwrap();
+        assert!(!text.contains("001203012345"));
+    }
+}
+
+#[test]
+fn keys_inside_the_log_directory_are_refused() {
+    let f = fixture(4096);
+    let inside = f.cfg.dir.join("audit-hmac.key");
+    generate_hmac_key(&inside).unwrap();
+    let cfg = AuditConfig {
+        hmac_key: inside,
+        ..f.cfg.clone()
+    };
+    let e = cfg.prepare(Path::new("g.yaml")).unwrap_err().to_string();
+    assert!(e.contains("inside audit.dir"), "{e}");
+}

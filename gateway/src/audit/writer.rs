@@ -1,0 +1,454 @@
+//! The audit writer: one thread owns the log file; requests hand it records
+//! and wait until their record is durable.
+//!
+//! Group commit: whatever arrived while the previous fsync ran is written
+//! with one `write` and one `fdatasync`, so concurrent requests share the
+//! cost of durability instead of queueing behind one fsync each.
+//!
+//! A failed write is undone (the file is truncated back to the last whole
+//! record) before anything else is written, so the log never holds a partial
+//! record followed by whole ones; every request in the failed batch gets an
+//! error and is answered 503 without being served.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+
+use super::record::{self, Access, Stored, GENESIS};
+use super::segment::{self, Seal};
+use super::{AuditConfig, AuditError, Durability};
+
+struct Job {
+    access: Access,
+    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// Counters the metrics endpoint and the tests read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records: AtomicU64,
+    /// Batches made durable with one fdatasync each.
+    pub syncs: AtomicU64,
+    pub write_failures: AtomicU64,
+}
+
+/// What the writer thread shares with request handlers. Holds no sender,
+/// so dropping every [`AuditLog`] disconnects the channel and ends the thread.
+struct Shared {
+    writable: AtomicBool,
+    stats: Stats,
+}
+
+struct Inner {
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+    hmac_key: Vec<u8>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Handle to the audit log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+/// Records waiting for the writer before appends are refused (503) rather
+/// than queued without bound.
+const QUEUE: usize = 65_536;
+/// Most records written in one batch.
+const BATCH: usize = 4096;
+
+impl AuditLog {
+    /// Opens (or creates) the log, recovering the chain from the last whole
+    /// record, and starts the writer thread.
+    pub fn open(cfg: &AuditConfig) -> Result<AuditLog, AuditError> {
+        let hmac_key = super::load_hmac_key(&cfg.hmac_key)?;
+        let seal_key = certs::signing::load_signing_key(&cfg.seal_key)
+            .map_err(|e| AuditError::Config(e.to_string()))?;
+        let writer = Writer::recover(cfg, seal_key)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            writable: AtomicBool::new(true),
+            stats: Stats::default(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("popgate-audit".into())
+            .spawn(move || writer.run(rx, &thread_shared))
+            .map_err(|e| AuditError::Config(format!("cannot start the audit writer: {e}")))?;
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                hmac_key,
+                thread: std::sync::Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Appends a record; resolves once it is durable (or, in relaxed mode,
+    /// written). Returns its sequence number.
+    pub async fn append(&self, access: Access) -> Result<u64, AuditError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        match self.inner.tx.try_send(Job { access, done }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AuditError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(AuditError::Write("the audit writer has stopped".into()))
+            }
+        }
+        wait.await
+            .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?
+    }
+
+    /// False after a failed write until a later write succeeds.
+    pub fn writable(&self) -> bool {
+        self.inner.shared.writable.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.shared.stats
+    }
+
+    /// Stops the writer after it has written (and synced) everything queued.
+    /// Other clones keep the writer alive; only the last close joins it.
+    pub fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let Inner { tx, thread, .. } = inner;
+            drop(tx);
+            if let Some(t) = thread.into_inner().ok().flatten() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// The keyed reference recorded instead of a citizen ID.
+    pub fn citizen_ref(&self, citizen_id: &str) -> String {
+        record::citizen_ref(&self.inner.hmac_key, citizen_id)
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    seal_key: SigningKey,
+    durability: Durability,
+    max_bytes: u64,
+    max_age: Duration,
+    segment: u64,
+    file: File,
+    len: u64,
+    seq: u64,
+    prev: String,
+    first_seq: u64,
+    records: u64,
+    opened: Instant,
+    /// (citizen_ref, byte offset) of this segment's records, for its index.
+    index: Vec<(String, u64)>,
+    dirty: bool,
+}
+
+impl Writer {
+    fn recover(cfg: &AuditConfig, seal_key: SigningKey) -> Result<Writer, AuditError> {
+        let dir = cfg.dir.clone();
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            AuditError::Write(format!("{}: {what}: {e}", p.display()))
+        };
+        let segments = segment::list(&dir).map_err(|e| io("cannot list", &dir, e))?;
+        let (mut segment, mut seq, mut prev) = (1, 0, GENESIS.to_owned());
+        let mut index = Vec::new();
+        let mut len = 0;
+        let mut records = 0;
+        if let Some(&last) = segments.last() {
+            let seal_p = segment::seal_path(&dir, last);
+            if seal_p.exists() {
+                let seal: Seal = serde_json::from_slice(
+                    &std::fs::read(&seal_p).map_err(|e| io("cannot read", &seal_p, e))?,
+                )
+                .map_err(|e| AuditError::Corrupt(format!("{}: {e}", seal_p.display())))?;
+                segment = last + 1;
+                seq = seal.last_seq;
+                prev = seal.last_hash;
+            } else {
+                segment = last;
+                if last > 1 {
+                    let before = segment::seal_path(&dir, last - 1);
+                    if let Ok(bytes) = std::fs::read(&before) {
+                        let seal: Seal = serde_json::from_slice(&bytes).map_err(|e| {
+                            AuditError::Corrupt(format!("{}: {e}", before.display()))
+                        })?;
+                        seq = seal.last_seq;
+                        prev = seal.last_hash;
+                    }
+                }
+                let path = segment::segment_path(&dir, last);
+                let mut bytes = Vec::new();
+                File::open(&path)
+                    .and_then(|mut f| f.read_to_end(&mut bytes))
+                    .map_err(|e| io("cannot read", &path, e))?;
+                let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                if whole < bytes.len() {
+                    // A crash mid-write: keep the torn bytes aside, never destroy them.
+                    let torn = path.with_extension(format!(
+                        "jsonl.torn-{}",
+                        time::OffsetDateTime::now_utc().unix_timestamp()
+                    ));
+                    segment::write_durably(&torn, &bytes[whole..])
+                        .map_err(|e| io("cannot save torn tail", &torn, e))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| io("cannot open", &path, e))?;
+                    f.set_len(whole as u64)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| io("cannot truncate torn tail", &path, e))?;
+                    tracing::warn!(
+                        segment = %path.display(),
+                        bytes = bytes.len() - whole,
+                        saved = %torn.display(),
+                        "audit log had a torn last record (crash); truncated, chain continues from the last whole record"
+                    );
+                }
+                let mut offset = 0u64;
+                for (i, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let (stored, hash) = record::decode(line).map_err(|e| {
+                        AuditError::Corrupt(format!(
+                            "{}:{}: {e}; refusing to extend a damaged log (run `popgate audit verify`)",
+                            path.display(),
+                            i + 1
+                        ))
+                    })?;
+                    if stored.prev != prev || stored.seq != seq + 1 {
+                        return Err(AuditError::Corrupt(format!(
+                            "{}:{}: chain broken; refusing to extend a damaged log (run `popgate audit verify`)",
+                            path.display(),
+                            i + 1
+                        )));
+                    }
+                    if let Some(r) = stored.access.citizen_ref {
+                        index.push((r, offset));
+                    }
+                    seq = stored.seq;
+                    prev = hash;
+                    records += 1;
+                    offset += line.len() as u64 + 1;
+                }
+                len = whole as u64;
+            }
+        }
+        let path = segment::segment_path(&dir, segment);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io("cannot open for append", &path, e))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync directory", &dir, e))?;
+        Ok(Writer {
+            dir,
+            seal_key,
+            durability: cfg.durability,
+            max_bytes: cfg.segment_max_bytes,
+            max_age: cfg.segment_max_age,
+            segment,
+            file,
+            len,
+            first_seq: seq + 1 - records,
+            seq,
+            prev,
+            records,
+            opened: Instant::now(),
+            index,
+            dirty: false,
+        })
+    }
+
+    fn run(mut self, rx: Receiver<Job>, inner: &Shared) {
+        let tick = match self.durability {
+            Durability::Durable => Duration::from_millis(500),
+            Durability::Relaxed { flush_interval } => flush_interval,
+        };
+        loop {
+            let first = match rx.recv_timeout(tick) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.housekeeping(inner);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.file.sync_data();
+                    return;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let result = self.write_batch(&batch);
+            match &result {
+                Ok(_) => {
+                    inner.writable.store(true, Ordering::Release);
+                    inner
+                        .stats
+                        .records
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if matches!(self.durability, Durability::Durable) {
+                        inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    inner.writable.store(false, Ordering::Release);
+                    inner.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, records = batch.len(), "audit write failed; requests refused with 503 audit_unavailable");
+                }
+            }
+            match result {
+                Ok(first_seq) => {
+                    for (i, job) in batch.into_iter().enumerate() {
+                        let _ = job.done.send(Ok(first_seq + i as u64));
+                    }
+                }
+                Err(e) => {
+                    for job in batch {
+                        let _ = job.done.send(Err(e.clone()));
+                    }
+                }
+            }
+            self.housekeeping(inner);
+        }
+    }
+
+    /// Writes a batch; on any failure restores file and chain state.
+    fn write_batch(&mut self, batch: &[Job]) -> Result<u64, AuditError> {
+        let (seq0, prev0, len0, index0, records0) = (
+            self.seq,
+            self.prev.clone(),
+            self.len,
+            self.index.len(),
+            self.records,
+        );
+        let mut buf = Vec::with_capacity(batch.len() * 512);
+        for job in batch {
+            let stored = Stored {
+                seq: self.seq + 1,
+                access: job.access.clone(),
+                prev: self.prev.clone(),
+            };
+            let (line, hash) = record::encode(&stored)
+                .map_err(|e| AuditError::Write(format!("cannot encode record: {e}")))?;
+            if let Some(r) = &stored.access.citizen_ref {
+                self.index.push((r.clone(), self.len + buf.len() as u64));
+            }
+            buf.extend_from_slice(&line);
+            self.seq += 1;
+            self.prev = hash;
+            self.records += 1;
+        }
+        let path = segment::segment_path(&self.dir, self.segment);
+        let outcome = self
+            .file
+            .write_all(&buf)
+            .and_then(|_| match self.durability {
+                Durability::Durable => self.file.sync_data(),
+                Durability::Relaxed { .. } => Ok(()),
+            });
+        if let Err(e) = outcome {
+            // Undo: no partial record may precede later whole ones.
+            let _ = self.file.set_len(len0);
+            let _ = self.file.seek(SeekFrom::End(0));
+            self.seq = seq0;
+            self.prev = prev0;
+            self.index.truncate(index0);
+            self.records = records0;
+            return Err(AuditError::Write(format!("{}: {e}", path.display())));
+        }
+        self.len += buf.len() as u64;
+        self.dirty = matches!(self.durability, Durability::Relaxed { .. });
+        Ok(seq0 + 1)
+    }
+
+    fn housekeeping(&mut self, inner: &Shared) {
+        if self.dirty {
+            match self.file.sync_data() {
+                Ok(()) => {
+                    self.dirty = false;
+                    inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    inner.writable.store(false, Ordering::Release);
+                    tracing::error!(error = %e, "relaxed-mode audit flush failed");
+                }
+            }
+        }
+        let due = self.records > 0
+            && (self.len >= self.max_bytes || self.opened.elapsed() >= self.max_age);
+        if due {
+            if let Err(e) = self.rotate() {
+                tracing::error!(error = %e, "audit segment rotation failed; will retry");
+            }
+        }
+    }
+
+    /// Seals the current segment, writes its index, and starts the next.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
+        self.file.sync_all().map_err(|e| io(&self.dir, e))?;
+        let mut idx = self.index.clone();
+        idx.sort();
+        let mut text = String::with_capacity(idx.len() * 80);
+        for (r, off) in &idx {
+            text.push_str(r);
+            text.push(' ');
+            text.push_str(&off.to_string());
+            text.push('\n');
+        }
+        let idx_path = segment::index_path(&self.dir, self.segment);
+        segment::write_durably(&idx_path, text.as_bytes()).map_err(|e| io(&idx_path, e))?;
+        let seal = Seal::sign(
+            &self.seal_key,
+            self.segment,
+            self.records,
+            self.first_seq,
+            self.seq,
+            &self.prev,
+        );
+        let seal_path = segment::seal_path(&self.dir, self.segment);
+        let json = serde_json::to_vec_pretty(&seal)
+            .map_err(|e| AuditError::Write(format!("cannot encode seal: {e}")))?;
+        segment::write_durably(&seal_path, &json).map_err(|e| io(&seal_path, e))?;
+        let next = segment::segment_path(&self.dir, self.segment + 1);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&next)
+            .map_err(|e| io(&next, e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(&self.dir, e))?;
+        tracing::info!(
+            segment = self.segment,
+            records = self.records,
+            "audit segment sealed"
+        );
+        self.index.clear();
+        self.segment += 1;
+        self.file = file;
+        self.len = 0;
+        self.first_seq = self.seq + 1;
+        self.records = 0;
+        self.opened = Instant::now();
+        Ok(())
+    }
+}
