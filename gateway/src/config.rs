@@ -86,6 +86,7 @@ struct RawConfig {
     registry: String,
     #[serde(default)]
     threads: Option<usize>,
+    audit: crate::audit::RawAuditConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +130,7 @@ pub struct GatewayConfig {
     pub upstream: Upstream,
     pub registry_path: PathBuf,
     pub threads: usize,
+    pub audit: crate::audit::AuditConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +193,7 @@ impl GatewayConfig {
             upstream,
             registry_path: rel(&raw.registry),
             threads,
+            audit: crate::audit::AuditConfig::from_raw(path, base, &raw.audit)?,
         })
     }
 
@@ -199,6 +202,7 @@ impl GatewayConfig {
     pub fn check(&self) -> Result<(Registry, crate::tls::TlsMaterial), ConfigError> {
         let registry = Registry::load(&self.registry_path)?;
         let material = crate::tls::TlsMaterial::load(&self.tls)?;
+        self.audit.prepare(&self.source)?;
         Ok((registry, material))
     }
 }
@@ -286,7 +290,7 @@ mod tests {
         d
     }
 
-    const GOOD: &str = "listen: 127.0.0.1:8443\ntls:\n  cert: s.pem\n  key: s.key\n  client_ca: ca.pem\n  crls: [crl.pem]\nupstream:\n  url: http://127.0.0.1:8080\nregistry: agencies.yaml\n";
+    const GOOD: &str = "listen: 127.0.0.1:8443\ntls:\n  cert: s.pem\n  key: s.key\n  client_ca: ca.pem\n  crls: [crl.pem]\nupstream:\n  url: http://127.0.0.1:8080\nregistry: agencies.yaml\naudit:\n  dir: log\n  hmac_key: k/h.key\n  seal_key: k/s.key\n";
 
     #[test]
     fn good_config_resolves_paths_relative_to_the_file() {

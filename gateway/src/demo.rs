@@ -54,6 +54,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
         }
     }
 
+    ensure_audit_keys(pki.dir())?;
     let config_path = dir.join("gateway.yaml");
     let config = format!(
         "# Written by `popgate demo`; edit freely, it is reused.\n\
@@ -61,7 +62,8 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
          threads: 2\n\
          tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\n\
          upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
-         registry: agencies.yaml\n",
+         registry: agencies.yaml\n\
+         audit:\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n",
         port = opts.port,
         rport = opts.registry_port
     );
@@ -111,6 +113,21 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
         ),
     ];
     Ok((config_path, lines))
+}
+
+/// The audit keys `pki init` makes, created for PKI directories that
+/// predate them.
+pub fn ensure_audit_keys(pki_dir: &Path) -> Result<(), ConfigError> {
+    if !pki_dir.join("audit-seal.key").exists() {
+        certs::signing::generate_keypair(pki_dir, "audit-seal")
+            .map_err(|e| ConfigError::new(pki_dir, e.to_string()))?;
+    }
+    let hmac = pki_dir.join("audit-hmac.key");
+    if !hmac.exists() {
+        crate::audit::generate_hmac_key(&hmac)
+            .map_err(|e| ConfigError::new(&hmac, format!("cannot write: {e}")))?;
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {

@@ -53,6 +53,9 @@ enum Command {
     /// Development PKI: CA, server and agency certificates, CRL.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// The audit log: verify its integrity, or list who accessed a citizen.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the embedded synthetic population registry (the default upstream).
     RegistryDemo {
         #[arg(long, default_value = "127.0.0.1:8480")]
@@ -68,6 +71,46 @@ enum Command {
         #[arg(long, default_value_t = 8480)]
         registry_port: u16,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every record's hash, every link, the segment order and every
+    /// seal. Exit 0 with a summary, or 1 naming the first bad file:line.
+    Verify {
+        /// The audit directory (audit.dir in gateway.yaml).
+        dir: PathBuf,
+        /// The seal public key (audit-seal.pub from `popgate pki init`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Who accessed this citizen's data, when, and for which purpose.
+    Search {
+        #[arg(long)]
+        citizen: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// The citizen-reference HMAC key (audit.hmac_key in gateway.yaml).
+        #[arg(long)]
+        hmac_key: PathBuf,
+        /// From this date or time (YYYY-MM-DD or RFC 3339, UTC), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this date or time, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        agency: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -167,7 +210,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }) => {
             let registry = subjects(&agencies)?;
             let pki = DevPki::create(&dir)?;
+            gateway::demo::ensure_audit_keys(&dir)?;
             println!("CA:     {}", pki.ca_cert_path().display());
+            println!(
+                "audit:  {} (seal), {} (citizen HMAC)",
+                dir.join("audit-seal.key").display(),
+                dir.join("audit-hmac.key").display()
+            );
             println!("server: {}", pki.server_cert_path().display());
             println!("CRL:    {}", pki.crl_path().display());
             for a in &registry.agencies {
@@ -222,6 +271,82 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 r.crl_path.display()
             );
         }
+        Command::Audit(AuditCommand::Verify { dir, key }) => {
+            let key = certs::signing::load_verifying_key(&key).map_err(|e| Failure {
+                code: 2,
+                message: e.to_string(),
+            })?;
+            match gateway::audit::verify::verify(&dir, &key) {
+                Ok(s) => println!(
+                    "{}: ok — {} records in {} segments ({} sealed), {} .. {}",
+                    dir.display(),
+                    s.records,
+                    s.segments,
+                    s.sealed,
+                    s.first_time.as_deref().unwrap_or("-"),
+                    s.last_time.as_deref().unwrap_or("-")
+                ),
+                Err(finding) => {
+                    return Err(Failure {
+                        code: 1,
+                        message: format!("audit log NOT intact: {finding}"),
+                    })
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Search {
+            citizen,
+            dir,
+            hmac_key,
+            since,
+            until,
+            agency,
+            format,
+        }) => {
+            let usage = |m: String| Failure {
+                code: 2,
+                message: m,
+            };
+            let key = gateway::audit::load_hmac_key(&hmac_key).map_err(|e| usage(e.to_string()))?;
+            let bound = |v: Option<String>, flag: &str| -> Result<Option<String>, Failure> {
+                match v {
+                    None => Ok(None),
+                    Some(t)
+                        if t.len() == 10
+                            && time::Date::parse(
+                                &t,
+                                &time::macros::format_description!("[year]-[month]-[day]"),
+                            )
+                            .is_ok() =>
+                    {
+                        Ok(Some(t))
+                    }
+                    Some(t)
+                        if time::OffsetDateTime::parse(
+                            &t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .is_ok() =>
+                    {
+                        Ok(Some(t))
+                    }
+                    Some(t) => Err(usage(format!(
+                        "{flag} {t:?}: expected YYYY-MM-DD or an RFC 3339 UTC time"
+                    ))),
+                }
+            };
+            let filter = gateway::audit::search::Filter {
+                since: bound(since, "--since")?,
+                until: bound(until, "--until")?,
+                agency,
+            };
+            let r = gateway::audit::record::citizen_ref(&key, &citizen);
+            let hits = gateway::audit::search::search(&dir, &r, &filter).map_err(|m| Failure {
+                code: 1,
+                message: m,
+            })?;
+            print_hits(&hits, format);
+        }
         Command::RegistryDemo { listen } => {
             let rt = tokio::runtime::Runtime::new().map_err(|e| Failure {
                 code: 1,
@@ -252,6 +377,61 @@ fn run(cli: Cli) -> Result<(), Failure> {
         })?,
     }
     Ok(())
+}
+
+fn print_hits(hits: &[gateway::audit::record::Stored], format: OutputFormat) {
+    match format {
+        OutputFormat::Json => {
+            let rows: Vec<_> = hits.iter().map(|h| &h.access).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        }
+        OutputFormat::Csv => {
+            println!("time,agency,route,purpose,decision,status,request_id,cert_serial");
+            for h in hits {
+                let a = &h.access;
+                let cells = [
+                    a.time.clone(),
+                    a.agency.clone().unwrap_or_default(),
+                    a.route.clone().unwrap_or_default(),
+                    a.purpose.clone().unwrap_or_default(),
+                    format!("{:?}", a.decision).to_lowercase(),
+                    a.status.to_string(),
+                    a.request_id.clone(),
+                    a.cert
+                        .as_ref()
+                        .map(|c| c.serial.clone())
+                        .unwrap_or_default(),
+                ];
+                let quoted: Vec<String> = cells
+                    .iter()
+                    .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+                    .collect();
+                println!("{}", quoted.join(","));
+            }
+        }
+        OutputFormat::Table => {
+            println!(
+                "{:<24} {:<16} {:<18} {:<8} {:<6} PURPOSE",
+                "TIME (UTC)", "AGENCY", "ROUTE", "DECISION", "STATUS"
+            );
+            for h in hits {
+                let a = &h.access;
+                println!(
+                    "{:<24} {:<16} {:<18} {:<8} {:<6} {}",
+                    a.time,
+                    a.agency.as_deref().unwrap_or("-"),
+                    a.route.as_deref().unwrap_or("-"),
+                    format!("{:?}", a.decision).to_lowercase(),
+                    a.status,
+                    a.purpose.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} access(es)", hits.len());
+        }
+    }
 }
 
 fn main() -> ExitCode {

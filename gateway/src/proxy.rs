@@ -1,12 +1,14 @@
 //! The request path, in the order DESIGN.md gives it:
-//! handshake (in [`crate::tls`]) → identity → access → upstream.
+//! handshake (in [`crate::tls`]) → identity → access → audit → upstream.
 //!
-//! [`Gateway::decide`] is the one place a request is judged; it returns either
-//! an [`Allowed`] (everything the upstream step needs) or a [`Refusal`].
-//! [`Gateway::refuse`] is the one place a refusal is written. Later steps
-//! (admission, quota, audit) slot into those two functions and nowhere else.
+//! [`Gateway::decide`] is the one place a request is judged; it fills the
+//! request context step by step (so a refusal is audited with everything that
+//! was known) and returns a [`Refusal`] or `Ok`. [`Gateway::refuse`] is the
+//! one place a refusal is written, and [`Gateway::record`] the one place an
+//! audit record is made: no response head leaves before its record is durable.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -17,51 +19,64 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 use crate::access::{check_purpose, find_route, normalise_path};
+use crate::audit::record::{now_rfc3339, Access, CertRef, Decision};
+use crate::audit::AuditLog;
 use crate::config::Upstream;
 use crate::refusal::Refusal;
 use crate::registry::{AgencyStatus, Registry};
 use crate::tls::AgencyCertVerifier;
+use certs::identity::CertIdentity;
 
 /// Headers only the gateway may set on the upstream request. A client that
 /// sends them is trying to impersonate; they are removed, then set by us.
 pub const GATEWAY_HEADERS: [&str; 3] = ["x-agency-id", "x-request-id", "x-purpose"];
 
-/// What an allowed request carries to the upstream step.
-#[derive(Debug, Clone)]
-pub struct Allowed {
-    pub agency_id: String,
-    pub route_id: String,
-    /// Normalised path plus the original query: what the upstream receives.
-    pub upstream_target: String,
-    pub purpose: Option<String>,
-    pub citizen_id: Option<String>,
-}
-
-/// Per-request state pingora threads through the phases.
+/// Per-request state, filled in as the request moves along the path.
 pub struct RequestCtx {
     pub request_id: String,
-    pub allowed: Option<Allowed>,
+    pub started: Instant,
+    pub identity: Option<Arc<CertIdentity>>,
+    pub agency_id: Option<String>,
+    pub route_id: Option<String>,
+    /// What the audit record shows as the path: the route template when a
+    /// route matched (so the citizen ID appears only as `citizen_ref`),
+    /// otherwise the path with long digit runs redacted.
+    pub audit_path: Option<String>,
+    /// Normalised path plus the original query: what the upstream receives.
+    pub upstream_target: Option<String>,
+    pub purpose: Option<String>,
+    pub citizen_id: Option<String>,
+    /// Set once `decide` allowed the request; nothing is forwarded without it.
+    pub allowed: bool,
+    /// The audit append for the response failed: answer 503, record nothing more.
+    pub audit_failed: bool,
 }
 
 pub struct Gateway {
     pub registry: Arc<ArcSwap<Registry>>,
     pub verifier: Arc<AgencyCertVerifier>,
     pub upstream: Upstream,
+    pub audit: AuditLog,
 }
 
 impl Gateway {
-    /// Judges a request. Pure with respect to the session: reads, never writes.
-    pub fn decide(&self, session: &Session) -> Result<Allowed, Refusal> {
+    /// Judges a request, recording what it learns in `ctx`.
+    pub fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let req = session.req_header();
+        ctx.audit_path = Some(redact_digits(req.uri.path()));
+
         // identity: the certificate rustls verified for this connection.
         let identity = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|ssl| self.verifier.identity(&ssl.cert_digest))
             .ok_or(Refusal::NoIdentity)?;
+        ctx.identity = Some(identity.clone());
         let registry = self.registry.load();
         let agency = registry
             .agency_for(&identity)
             .ok_or(Refusal::UnknownAgency)?;
+        ctx.agency_id = Some(agency.id.clone());
         if agency.status == AgencyStatus::Suspended {
             return Err(Refusal::AgencySuspended {
                 agency: agency.id.clone(),
@@ -69,45 +84,105 @@ impl Gateway {
         }
 
         // access: normalised path → declared route → granted to this agency.
-        let req = session.req_header();
         let method = req.method.as_str();
         let path = normalise_path(req.uri.path()).map_err(|e| Refusal::BadPath(e.to_string()))?;
+        ctx.audit_path = Some(redact_digits(path.as_str()));
         let not_allowed = || Refusal::RouteNotAllowed {
             method: method.to_owned(),
-            path: path.as_str().to_owned(),
+            path: redact_digits(path.as_str()),
         };
         let matched = find_route(&registry.routes, method, &path).ok_or_else(not_allowed)?;
+        let route = &registry.routes[matched.route_index];
+        ctx.route_id = Some(route.id.clone());
+        ctx.audit_path = Some(route.template.as_str().to_owned());
+        ctx.citizen_id = matched.citizen_id;
         if !agency.allowed.contains(&matched.route_index) {
             return Err(not_allowed());
         }
-        let purpose = check_purpose(req.headers.get("x-purpose").map(|v| v.as_bytes()))
+        ctx.purpose = check_purpose(req.headers.get("x-purpose").map(|v| v.as_bytes()))
             .map_err(Refusal::BadPurpose)?;
-        if agency.purpose_required && purpose.is_none() {
+        if agency.purpose_required && ctx.purpose.is_none() {
             return Err(Refusal::PurposeRequired);
         }
 
-        let upstream_target = match req.uri.query() {
+        ctx.upstream_target = Some(match req.uri.query() {
             Some(q) => format!("{}?{q}", path.as_str()),
             None => path.as_str().to_owned(),
-        };
-        Ok(Allowed {
-            agency_id: agency.id.clone(),
-            route_id: registry.routes[matched.route_index].id.clone(),
-            upstream_target,
-            purpose,
-            citizen_id: matched.citizen_id,
-        })
+        });
+        Ok(())
     }
 
-    /// Writes a refusal as JSON. The only place refusals are sent.
+    /// Makes the audit record for this request's response and waits until
+    /// it is durable.
+    async fn record(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        decision: Decision,
+        code: Option<&str>,
+        status: u16,
+        upstream_status: Option<u16>,
+        bytes: Option<u64>,
+    ) -> Result<(), crate::audit::AuditError> {
+        let access = Access {
+            time: now_rfc3339(),
+            request_id: ctx.request_id.clone(),
+            agency: ctx.agency_id.clone(),
+            cert: ctx.identity.as_ref().map(|i| CertRef {
+                sha256: i.fingerprint_sha256.clone(),
+                serial: i.serial.clone(),
+                subject: i.subject.clone(),
+            }),
+            client: session.client_addr().map(|a| a.to_string()),
+            method: session.req_header().method.as_str().to_owned(),
+            route: ctx.route_id.clone(),
+            path: ctx.audit_path.clone().unwrap_or_default(),
+            purpose: ctx.purpose.clone(),
+            decision,
+            code: code.map(str::to_owned),
+            status,
+            bytes,
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            upstream_status,
+            citizen_ref: ctx.citizen_id.as_ref().map(|c| self.audit.citizen_ref(c)),
+        };
+        self.audit.append(access).await.map(|_| ())
+    }
+
+    /// Writes a refusal as JSON after recording it. The only place refusals
+    /// are sent. If the record cannot be written, the answer is 503
+    /// `audit_unavailable` instead (which, by necessity, is not recorded).
     pub async fn refuse(
         &self,
         session: &mut Session,
         ctx: &RequestCtx,
         refusal: &Refusal,
     ) -> Result<()> {
-        let body = refusal.body(&ctx.request_id);
-        let mut resp = ResponseHeader::build(refusal.status(), Some(4))?;
+        let body_refusal = if matches!(refusal, Refusal::AuditUnavailable) {
+            refusal.clone()
+        } else {
+            let body_len = refusal.body(&ctx.request_id).len() as u64;
+            match self
+                .record(
+                    session,
+                    ctx,
+                    Decision::Refuse,
+                    Some(refusal.code()),
+                    refusal.status(),
+                    None,
+                    Some(body_len),
+                )
+                .await
+            {
+                Ok(()) => refusal.clone(),
+                Err(e) => {
+                    tracing::error!(request_id = %ctx.request_id, error = %e, "refusal not recorded; answering 503");
+                    Refusal::AuditUnavailable
+                }
+            }
+        };
+        let body = body_refusal.body(&ctx.request_id);
+        let mut resp = ResponseHeader::build(body_refusal.status(), Some(4))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len().to_string())?;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -118,8 +193,9 @@ impl Gateway {
         }
         tracing::info!(
             request_id = %ctx.request_id,
-            code = refusal.code(),
-            status = refusal.status(),
+            agency = ctx.agency_id.as_deref().unwrap_or("-"),
+            code = body_refusal.code(),
+            status = body_refusal.status(),
             "refused"
         );
         session.write_response_header(Box::new(resp), false).await?;
@@ -128,6 +204,32 @@ impl Gateway {
             .await?;
         Ok(())
     }
+}
+
+/// Replaces runs of 9 or more digits (citizen IDs and the like) so that
+/// paths that matched no route cannot smuggle identifiers into the log.
+fn redact_digits(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut run = String::new();
+    for c in path.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        flush_run(&mut out, &mut run);
+        out.push(c);
+    }
+    flush_run(&mut out, &mut run);
+    out
+}
+
+fn flush_run(out: &mut String, run: &mut String) {
+    if run.len() >= 9 {
+        out.push_str("{redacted}");
+    } else {
+        out.push_str(run);
+    }
+    run.clear();
 }
 
 fn request_may_have_body(req: &RequestHeader) -> bool {
@@ -145,20 +247,29 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             request_id: uuid::Uuid::new_v4().to_string(),
-            allowed: None,
+            started: Instant::now(),
+            identity: None,
+            agency_id: None,
+            route_id: None,
+            audit_path: None,
+            upstream_target: None,
+            purpose: None,
+            citizen_id: None,
+            allowed: false,
+            audit_failed: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        match self.decide(session) {
-            Ok(allowed) => {
-                tracing::debug!(
-                    request_id = %ctx.request_id,
-                    agency = %allowed.agency_id,
-                    route = %allowed.route_id,
-                    "allowed"
-                );
-                ctx.allowed = Some(allowed);
+        // Forward nothing while the log cannot be written.
+        if !self.audit.writable() {
+            self.refuse(session, ctx, &Refusal::AuditUnavailable)
+                .await?;
+            return Ok(true);
+        }
+        match self.decide(session, ctx) {
+            Ok(()) => {
+                ctx.allowed = true;
                 Ok(false)
             }
             Err(refusal) => {
@@ -174,7 +285,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         // Fail closed: only a request `decide` allowed may reach this point.
-        if ctx.allowed.is_none() {
+        if !ctx.allowed {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "upstream_peer reached without an access decision",
@@ -196,22 +307,27 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let allowed = ctx.allowed.as_ref().ok_or_else(|| {
-            Error::explain(
-                ErrorType::InternalError,
-                "no access decision for upstream request",
-            )
-        })?;
+        let target = match (&ctx.upstream_target, ctx.allowed) {
+            (Some(t), true) => t,
+            _ => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no access decision for upstream request",
+                ))
+            }
+        };
         for h in GATEWAY_HEADERS {
             upstream_request.remove_header(h);
         }
-        let uri = allowed.upstream_target.parse::<http::Uri>().map_err(|e| {
+        let uri = target.parse::<http::Uri>().map_err(|e| {
             Error::because(ErrorType::InternalError, "normalised path is not a URI", e)
         })?;
         upstream_request.set_uri(uri);
-        upstream_request.insert_header("x-agency-id", allowed.agency_id.as_str())?;
+        if let Some(a) = &ctx.agency_id {
+            upstream_request.insert_header("x-agency-id", a.as_str())?;
+        }
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(p) = &allowed.purpose {
+        if let Some(p) = &ctx.purpose {
             upstream_request.insert_header("x-purpose", p.as_str())?;
         }
         let host = format!("{}:{}", self.upstream.host, self.upstream.port);
@@ -221,10 +337,36 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let bytes = upstream_response
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        // Durable before disclosure: the head goes out only after this.
+        if let Err(e) = self
+            .record(
+                session,
+                ctx,
+                Decision::Allow,
+                None,
+                status,
+                Some(status),
+                bytes,
+            )
+            .await
+        {
+            ctx.audit_failed = true;
+            return Err(Error::because(
+                ErrorType::InternalError,
+                "audit record for the response could not be written",
+                e,
+            ));
+        }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -235,11 +377,15 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let refusal = match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                Refusal::UpstreamTimeout
+        let refusal = if ctx.audit_failed {
+            Refusal::AuditUnavailable
+        } else {
+            match e.etype() {
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                    Refusal::UpstreamTimeout
+                }
+                _ => Refusal::UpstreamUnavailable(e.etype().as_str().to_owned()),
             }
-            _ => Refusal::UpstreamUnavailable(e.etype().as_str().to_owned()),
         };
         let downstream_gone = matches!(
             e.etype(),
@@ -252,7 +398,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failure");
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed after the access decision");
         if let Err(write_err) = self.refuse(session, ctx, &refusal).await {
             tracing::warn!(request_id = %ctx.request_id, error = %write_err, "could not send refusal");
         }
@@ -260,5 +406,20 @@ impl ProxyHttp for Gateway {
             error_code: refusal.status(),
             can_reuse_downstream: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_digits;
+
+    #[test]
+    fn long_digit_runs_never_reach_the_log() {
+        assert_eq!(redact_digits("/v1/x/001203012345/y"), "/v1/x/{redacted}/y");
+        assert_eq!(
+            redact_digits("/v1/citizens/12345678"),
+            "/v1/citizens/12345678"
+        );
+        assert_eq!(redact_digits("/a123456789"), "/a{redacted}");
     }
 }

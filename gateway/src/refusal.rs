@@ -23,6 +23,8 @@ pub enum Refusal {
     BadPurpose(&'static str),
     UpstreamUnavailable(String),
     UpstreamTimeout,
+    /// The audit log cannot be written: nothing is served unrecorded.
+    AuditUnavailable,
 }
 
 impl Refusal {
@@ -35,6 +37,7 @@ impl Refusal {
             Refusal::BadPath(_) | Refusal::PurposeRequired | Refusal::BadPurpose(_) => 400,
             Refusal::UpstreamUnavailable(_) => 502,
             Refusal::UpstreamTimeout => 504,
+            Refusal::AuditUnavailable => 503,
         }
     }
 
@@ -50,6 +53,7 @@ impl Refusal {
             Refusal::BadPurpose(_) => "bad_purpose",
             Refusal::UpstreamUnavailable(_) => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -76,6 +80,9 @@ impl Refusal {
                 format!("the population registry is unreachable: {why}")
             }
             Refusal::UpstreamTimeout => "the population registry did not answer in time".into(),
+            Refusal::AuditUnavailable => {
+                "the audit log cannot be written, so no request can be served; retry later".into()
+            }
         }
     }
 

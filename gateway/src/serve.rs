@@ -17,6 +17,8 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     let config = GatewayConfig::load(config_path)?;
     let (registry, material) = config.check()?;
     let (cert_resolver, verifier) = material.server_parts(&config.tls)?;
+    let audit = crate::audit::AuditLog::open(&config.audit)
+        .map_err(|e| ConfigError::new(&config.audit.dir, e.to_string()))?;
 
     let mut conf = ServerConf {
         threads: config.threads,
@@ -36,6 +38,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         registry: Arc::new(ArcSwap::from_pointee(registry)),
         verifier: verifier.clone(),
         upstream: config.upstream.clone(),
+        audit,
     };
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
     // Paths stay empty: the certificate comes from the resolver, which

@@ -51,7 +51,12 @@ pub struct TestPki {
 impl TestPki {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pki = DevPki::create(&dir.path().join("pki")).expect("pki");
+        let pki_dir = dir.path().join("pki");
+        let pki = DevPki::create(&pki_dir).expect("pki");
+        certs::signing::generate_keypair(&pki_dir, "audit-seal").expect("seal key");
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("random");
+        std::fs::write(pki_dir.join("audit-hmac.key"), hex::encode(key)).expect("hmac key");
         TestPki { dir, pki }
     }
 
@@ -111,16 +116,32 @@ impl Default for TestPki {
 pub struct GatewayProcess {
     pub port: u16,
     pub config: PathBuf,
-    child: Child,
+    pub child: Child,
 }
 
-/// Writes a config for `pki` forwarding to `upstream` (host:port).
+/// Writes a config for `pki` forwarding to `upstream` (host:port), with the
+/// audit log in `<tmp>/audit`.
 pub fn write_config(pki: &TestPki, upstream: &str, read_timeout_ms: u64) -> (PathBuf, u16) {
+    write_config_with_audit(
+        pki,
+        upstream,
+        read_timeout_ms,
+        &pki.dir.path().join("audit"),
+    )
+}
+
+pub fn write_config_with_audit(
+    pki: &TestPki,
+    upstream: &str,
+    read_timeout_ms: u64,
+    audit_dir: &Path,
+) -> (PathBuf, u16) {
     let port = free_port();
     let dir = pki.dir.path();
     std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
     let cfg = format!(
-        "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {read_timeout_ms}\nregistry: agencies.yaml\n"
+        "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {read_timeout_ms}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n",
+        audit = audit_dir.display()
     );
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, cfg).expect("config");
@@ -159,6 +180,78 @@ impl GatewayProcess {
         }
         panic!("popgate did not listen on {} within 20 s", self.port);
     }
+}
+
+impl TestPki {
+    /// Runs `popgate audit verify` on `dir`; returns (exit code, output).
+    pub fn audit_verify(&self, dir: &Path) -> (i32, String) {
+        let out = Command::new(bin("popgate"))
+            .args(["audit", "verify"])
+            .arg(dir)
+            .arg("--key")
+            .arg(self.dir.path().join("pki/audit-seal.pub"))
+            .output()
+            .expect("run popgate audit verify");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Runs `popgate audit search --format json`; returns the records.
+    pub fn audit_search(
+        &self,
+        dir: &Path,
+        citizen: &str,
+        extra: &[&str],
+    ) -> Vec<serde_json::Value> {
+        let out = Command::new(bin("popgate"))
+            .args([
+                "audit",
+                "search",
+                "--format",
+                "json",
+                "--citizen",
+                citizen,
+                "--dir",
+            ])
+            .arg(dir)
+            .arg("--hmac-key")
+            .arg(self.dir.path().join("pki/audit-hmac.key"))
+            .args(extra)
+            .output()
+            .expect("run popgate audit search");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("search json")
+    }
+}
+
+/// Every record line in the audit directory, parsed.
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for p in names {
+        for line in std::fs::read_to_string(&p).expect("segment").lines() {
+            if let Ok(v) = serde_json::from_str(line) {
+                out.push(v);
+            }
+        }
+    }
+    out
 }
 
 impl Drop for GatewayProcess {

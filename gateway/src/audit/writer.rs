@@ -380,6 +380,12 @@ impl Writer {
     }
 
     fn housekeeping(&mut self, inner: &Shared) {
+        // While unwritable, requests are refused before they reach us, so
+        // recovery is detected by probing the same filesystem.
+        if !inner.writable.load(Ordering::Acquire) && self.probe() {
+            inner.writable.store(true, Ordering::Release);
+            tracing::info!("audit log writable again");
+        }
         if self.dirty {
             match self.file.sync_data() {
                 Ok(()) => {
@@ -399,6 +405,19 @@ impl Writer {
                 tracing::error!(error = %e, "audit segment rotation failed; will retry");
             }
         }
+    }
+
+    /// Can a block be written and synced in the log directory right now?
+    fn probe(&self) -> bool {
+        let path = self.dir.join(".write-probe");
+        let ok = File::create(&path)
+            .and_then(|mut f| {
+                f.write_all(&[0u8; 8192])?;
+                f.sync_all()
+            })
+            .is_ok();
+        let _ = std::fs::remove_file(&path);
+        ok
     }
 
     /// Seals the current segment, writes its index, and starts the next.

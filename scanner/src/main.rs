@@ -1,3 +1,0 @@
-mod probe;
-
-fn main() {}
