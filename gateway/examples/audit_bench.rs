@@ -68,7 +68,9 @@ async fn sustained(log: &AuditLog, writers: usize, secs: u64) -> (u64, f64) {
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let r = log.citizen_ref(&format!("0012030{:05}", n % 50_000));
-                log.append(access(w as u64 * 1_000_000 + n, r)).await.unwrap();
+                log.append(access(w as u64 * 1_000_000 + n, r))
+                    .await
+                    .unwrap();
                 n += 1;
             }
             n
@@ -87,16 +89,27 @@ fn main() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let root = tempfile::tempdir_in(".").unwrap();
+    let root = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    println!("audit log benchmark ({} cores; log in {})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), root.path().display());
+    println!(
+        "audit log benchmark ({} cores; log in {})",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        root.path().display()
+    );
     println!("{:<34} {:>12} {:>14}", "mode", "records/s", "records/fsync");
     for writers in [1usize, 16, 64] {
-        let cfg = config(root.path(), &format!("durable-{writers}"), Durability::Durable, 64 << 20);
+        let cfg = config(
+            root.path(),
+            &format!("durable-{writers}"),
+            Durability::Durable,
+            64 << 20,
+        );
         let log = AuditLog::open(&cfg).unwrap();
         let (n, secs) = rt.block_on(sustained(&log, writers, 3));
         let syncs = log.stats().syncs.load(Ordering::Relaxed).max(1);
@@ -108,21 +121,44 @@ fn main() {
         );
         log.close();
     }
-    let cfg = config(root.path(), "relaxed", Durability::Relaxed { flush_interval: Duration::from_millis(100) }, 64 << 20);
+    let cfg = config(
+        root.path(),
+        "relaxed",
+        Durability::Relaxed {
+            flush_interval: Duration::from_millis(100),
+        },
+        64 << 20,
+    );
     let log = AuditLog::open(&cfg).unwrap();
     let (n, secs) = rt.block_on(sustained(&log, 16, 3));
-    println!("{:<34} {:>12.0} {:>14}", "relaxed (100 ms), 16 concurrent", n as f64 / secs, "-");
+    println!(
+        "{:<34} {:>12.0} {:>14}",
+        "relaxed (100 ms), 16 concurrent",
+        n as f64 / secs,
+        "-"
+    );
     log.close();
 
     // Search over `records` records in sealed, indexed 16 MiB segments.
-    let cfg = config(root.path(), "search", Durability::Relaxed { flush_interval: Duration::from_millis(200) }, 16 << 20);
+    let cfg = config(
+        root.path(),
+        "search",
+        Durability::Relaxed {
+            flush_interval: Duration::from_millis(200),
+        },
+        16 << 20,
+    );
     let log = AuditLog::open(&cfg).unwrap();
     let target = "001203099999";
     let start = Instant::now();
     rt.block_on(async {
         let mut pending = Vec::new();
         for i in 0..records {
-            let id = if i % 100_000 == 7 { target.to_owned() } else { format!("0{:011}", i % 900_000) };
+            let id = if i % 100_000 == 7 {
+                target.to_owned()
+            } else {
+                format!("0{:011}", i % 900_000)
+            };
             let r = log.citizen_ref(&id);
             let log = log.clone();
             pending.push(tokio::spawn(async move { log.append(access(i, r)).await }));
@@ -144,7 +180,12 @@ fn main() {
     let hits = search(&cfg.dir, &r, &Filter::default()).unwrap();
     let searched = start.elapsed();
     let segments = gateway::audit::segment::list(&cfg.dir).unwrap().len();
-    let bytes: u64 = std::fs::read_dir(&cfg.dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl")).map(|e| e.metadata().unwrap().len()).sum();
+    let bytes: u64 = std::fs::read_dir(&cfg.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
     println!(
         "\nsearch: {} hits for one citizen among {records} records ({segments} segments, {:.0} MiB) in {:.1} ms (wrote them in {:.1} s)",
         hits.len(),
