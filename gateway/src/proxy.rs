@@ -118,12 +118,15 @@ impl Gateway {
         &self,
         session: &Session,
         ctx: &RequestCtx,
-        decision: Decision,
-        code: Option<&str>,
-        status: u16,
-        upstream_status: Option<u16>,
-        bytes: Option<u64>,
+        outcome: Outcome<'_>,
     ) -> Result<(), crate::audit::AuditError> {
+        let Outcome {
+            decision,
+            code,
+            status,
+            upstream_status,
+            bytes,
+        } = outcome;
         let access = Access {
             time: now_rfc3339(),
             request_id: ctx.request_id.clone(),
@@ -162,18 +165,14 @@ impl Gateway {
             refusal.clone()
         } else {
             let body_len = refusal.body(&ctx.request_id).len() as u64;
-            match self
-                .record(
-                    session,
-                    ctx,
-                    Decision::Refuse,
-                    Some(refusal.code()),
-                    refusal.status(),
-                    None,
-                    Some(body_len),
-                )
-                .await
-            {
+            let outcome = Outcome {
+                decision: Decision::Refuse,
+                code: Some(refusal.code()),
+                status: refusal.status(),
+                upstream_status: None,
+                bytes: Some(body_len),
+            };
+            match self.record(session, ctx, outcome).await {
                 Ok(()) => refusal.clone(),
                 Err(e) => {
                     tracing::error!(request_id = %ctx.request_id, error = %e, "refusal not recorded; answering 503");
@@ -204,6 +203,15 @@ impl Gateway {
             .await?;
         Ok(())
     }
+}
+
+/// How a request ended, for its audit record.
+struct Outcome<'a> {
+    decision: Decision,
+    code: Option<&'a str>,
+    status: u16,
+    upstream_status: Option<u16>,
+    bytes: Option<u64>,
 }
 
 /// Replaces runs of 9 or more digits (citizen IDs and the like) so that
@@ -348,18 +356,14 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         // Durable before disclosure: the head goes out only after this.
-        if let Err(e) = self
-            .record(
-                session,
-                ctx,
-                Decision::Allow,
-                None,
-                status,
-                Some(status),
-                bytes,
-            )
-            .await
-        {
+        let outcome = Outcome {
+            decision: Decision::Allow,
+            code: None,
+            status,
+            upstream_status: Some(status),
+            bytes,
+        };
+        if let Err(e) = self.record(session, ctx, outcome).await {
             ctx.audit_failed = true;
             return Err(Error::because(
                 ErrorType::InternalError,

@@ -63,10 +63,7 @@ async fn every_response_allowed_or_refused_has_a_record() {
     assert_eq!(records[0]["route"], "citizen.read");
     assert_eq!(records[0]["path"], "/v1/citizens/{citizen_id}");
     assert_eq!(records[0]["upstream_status"], 200);
-    assert_eq!(
-        records[0]["cert"]["serial"].as_str().unwrap().len() > 0,
-        true
-    );
+    assert!(!records[0]["cert"]["serial"].as_str().unwrap().is_empty());
     assert_eq!(records[1]["decision"], "refuse");
     assert_eq!(records[1]["code"], "route_not_allowed");
     assert_eq!(records[1]["agency"], "hanam");
