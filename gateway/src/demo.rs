@@ -111,8 +111,28 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
             pki.ca_cert_path().display(),
             opts.port
         ),
+        "# 5. the audit trail: integrity, and who looked up this citizen".to_owned(),
+        format!(
+            "{exe} audit verify {dir}/audit --key {pki}/audit-seal.pub",
+            exe = popgate_exe(),
+            dir = dir.display(),
+            pki = pki.dir().display()
+        ),
+        format!(
+            "{exe} audit search --citizen {DEMO_CITIZEN} --dir {dir}/audit --hmac-key {pki}/audit-hmac.key",
+            exe = popgate_exe(),
+            dir = dir.display(),
+            pki = pki.dir().display()
+        ),
     ];
     Ok((config_path, lines))
+}
+
+/// This binary's path, so printed commands work when pasted.
+fn popgate_exe() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "popgate".into())
 }
 
 /// The audit keys `pki init` makes, created for PKI directories that

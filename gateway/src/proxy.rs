@@ -96,11 +96,13 @@ impl Gateway {
         ctx.route_id = Some(route.id.clone());
         ctx.audit_path = Some(route.template.as_str().to_owned());
         ctx.citizen_id = matched.citizen_id;
+        // Read the stated purpose before judging the grant, so a refused
+        // attempt is recorded with the reason the agency gave.
+        ctx.purpose = check_purpose(req.headers.get("x-purpose").map(|v| v.as_bytes()))
+            .map_err(Refusal::BadPurpose)?;
         if !agency.allowed.contains(&matched.route_index) {
             return Err(not_allowed());
         }
-        ctx.purpose = check_purpose(req.headers.get("x-purpose").map(|v| v.as_bytes()))
-            .map_err(Refusal::BadPurpose)?;
         if agency.purpose_required && ctx.purpose.is_none() {
             return Err(Refusal::PurposeRequired);
         }
