@@ -87,6 +87,16 @@ struct RawConfig {
     #[serde(default)]
     threads: Option<usize>,
     audit: crate::audit::RawAuditConfig,
+    #[serde(default)]
+    quota: Option<RawQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    /// Where daily counters are persisted (default: `quota-state` next to
+    /// this file).
+    state_dir: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +141,7 @@ pub struct GatewayConfig {
     pub registry_path: PathBuf,
     pub threads: usize,
     pub audit: crate::audit::AuditConfig,
+    pub quota_state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +205,10 @@ impl GatewayConfig {
             registry_path: rel(&raw.registry),
             threads,
             audit: crate::audit::AuditConfig::from_raw(path, base, &raw.audit)?,
+            quota_state_dir: rel(raw
+                .quota
+                .as_ref()
+                .map_or("quota-state", |q| q.state_dir.as_str())),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod proxy;
+pub mod quota;
 pub mod refusal;
 pub mod registry;
 pub mod serve;

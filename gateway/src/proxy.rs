@@ -50,6 +50,8 @@ pub struct RequestCtx {
     pub allowed: bool,
     /// The audit append for the response failed: answer 503, record nothing more.
     pub audit_failed: bool,
+    /// Quota admission; its concurrency slot is released when the request ends.
+    pub permit: Option<crate::quota::Permit>,
 }
 
 pub struct Gateway {
@@ -57,6 +59,7 @@ pub struct Gateway {
     pub verifier: Arc<AgencyCertVerifier>,
     pub upstream: Upstream,
     pub audit: AuditLog,
+    pub quota: Arc<crate::quota::QuotaEngine>,
 }
 
 impl Gateway {
@@ -106,6 +109,13 @@ impl Gateway {
         if agency.purpose_required && ctx.purpose.is_none() {
             return Err(Refusal::PurposeRequired);
         }
+
+        // quota: counted only for requests that would otherwise be served.
+        ctx.permit = Some(
+            self.quota
+                .check(&agency.id, &route.id)
+                .map_err(Refusal::QuotaExceeded)?,
+        );
 
         ctx.upstream_target = Some(match req.uri.query() {
             Some(q) => format!("{}?{q}", path.as_str()),
@@ -188,6 +198,11 @@ impl Gateway {
         resp.insert_header("content-length", body.len().to_string())?;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         resp.insert_header("cache-control", "no-store")?;
+        if let Refusal::QuotaExceeded(q) = &body_refusal {
+            for (name, value) in &q.headers {
+                resp.insert_header(*name, value.as_str())?;
+            }
+        }
         // An unread request body would be parsed as the next request.
         if request_may_have_body(session.req_header()) {
             session.set_keepalive(None);
@@ -267,6 +282,7 @@ impl ProxyHttp for Gateway {
             citizen_id: None,
             allowed: false,
             audit_failed: false,
+            permit: None,
         }
     }
 
@@ -374,6 +390,11 @@ impl ProxyHttp for Gateway {
             ));
         }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(p) = &ctx.permit {
+            for (name, value) in &p.headers {
+                upstream_response.insert_header(*name, value.as_str())?;
+            }
+        }
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub enum Refusal {
     UpstreamTimeout,
     /// The audit log cannot be written: nothing is served unrecorded.
     AuditUnavailable,
+    QuotaExceeded(crate::quota::QuotaRefusal),
 }
 
 impl Refusal {
@@ -38,6 +39,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable(_) => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::AuditUnavailable => 503,
+            Refusal::QuotaExceeded(_) => 429,
         }
     }
 
@@ -54,6 +56,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable(_) => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::AuditUnavailable => "audit_unavailable",
+            Refusal::QuotaExceeded(_) => "quota_exceeded",
         }
     }
 
@@ -80,6 +83,11 @@ impl Refusal {
                 format!("the population registry is unreachable: {why}")
             }
             Refusal::UpstreamTimeout => "the population registry did not answer in time".into(),
+            Refusal::QuotaExceeded(q) => format!(
+                "{} limit reached; retry in {} s",
+                q.limit.as_str(),
+                q.retry_after_s
+            ),
             Refusal::AuditUnavailable => {
                 "the audit log cannot be written, so no request can be served; retry later".into()
             }
@@ -93,11 +101,17 @@ impl Refusal {
             error: &'a str,
             message: String,
             request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limit: Option<&'a str>,
         }
         serde_json::to_vec(&Body {
             error: self.code(),
             message: self.message(),
             request_id,
+            limit: match self {
+                Refusal::QuotaExceeded(q) => Some(q.limit.as_str()),
+                _ => None,
+            },
         })
         .unwrap_or_else(|_| b"{\"error\":\"internal_error\"}".to_vec())
     }

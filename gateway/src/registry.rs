@@ -13,6 +13,7 @@ use serde_saphyr::Spanned;
 
 use crate::access::{Method, RouteTemplate};
 use crate::config::{parse_yaml, read_file, ConfigError};
+use crate::quota::QuotaSpec;
 use certs::identity::CertIdentity;
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +43,12 @@ struct RawAgency {
     #[serde(default)]
     purpose_required: bool,
     allow: Vec<Spanned<String>>,
+    /// Limits for the agency as a whole.
+    #[serde(default)]
+    quota: Option<Spanned<QuotaSpec>>,
+    /// Per-route overrides: route id → limits replacing the agency's.
+    #[serde(default)]
+    route_quota: HashMap<String, Spanned<QuotaSpec>>,
 }
 
 /// How an agency's certificate is recognised. Exactly one way per agency so
@@ -110,6 +117,9 @@ pub struct Agency {
     pub purpose_required: bool,
     /// Indices into [`Registry::routes`].
     pub allowed: Vec<usize>,
+    pub quota: Option<QuotaSpec>,
+    /// Route id → override.
+    pub route_quotas: Vec<(String, QuotaSpec)>,
 }
 
 /// The loaded, validated registry.
@@ -255,7 +265,40 @@ impl Registry {
                 })?;
                 allowed.push(*i);
             }
+            if let Some(q) = &a.quota {
+                q.value.validate().map_err(|why| {
+                    ConfigError::at(
+                        path,
+                        &q.referenced,
+                        format!("agency {:?}: {why}", a.id.value),
+                    )
+                })?;
+            }
+            let mut route_quotas = Vec::new();
+            for (route, q) in &a.route_quota {
+                q.value.validate().map_err(|why| {
+                    ConfigError::at(
+                        path,
+                        &q.referenced,
+                        format!("agency {:?}: {why}", a.id.value),
+                    )
+                })?;
+                if !route_index.contains_key(route) {
+                    return Err(ConfigError::at(
+                        path,
+                        &q.referenced,
+                        format!(
+                            "agency {:?}: route_quota names unknown route id {route:?}",
+                            a.id.value
+                        ),
+                    ));
+                }
+                route_quotas.push((route.clone(), q.value.clone()));
+            }
+            route_quotas.sort_by(|a, b| a.0.cmp(&b.0));
             agencies.push(Agency {
+                quota: a.quota.map(|q| q.value),
+                route_quotas,
                 id: a.id.value,
                 name: a.name,
                 kind: a.kind,

@@ -34,8 +34,28 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let quota = crate::quota::QuotaEngine::new(
+        &registry,
+        config.quota_state_dir.clone(),
+        Arc::new(crate::quota::SystemClock),
+    )
+    .map_err(|e| ConfigError::new(&config.quota_state_dir, format!("quota state: {e}")))?;
+    let quota = Arc::new(quota);
+    let registry = Arc::new(ArcSwap::from_pointee(registry));
+    reload_on_sighup(
+        config.registry_path.clone(),
+        registry.clone(),
+        quota.clone(),
+    )
+    .map_err(|e| {
+        ConfigError::new(
+            &config.source,
+            format!("cannot install the SIGHUP handler: {e}"),
+        )
+    })?;
     let gateway = Gateway {
-        registry: Arc::new(ArcSwap::from_pointee(registry)),
+        quota,
+        registry,
         verifier: verifier.clone(),
         upstream: config.upstream.clone(),
         audit,
@@ -57,4 +77,36 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         "popgate listening (mutual TLS required)"
     );
     server.run_forever()
+}
+
+/// SIGHUP re-reads the agency registry (routes, grants, statuses, quotas).
+/// New requests see the new registry; in-flight ones finish with the one
+/// they started with. A broken file is rejected with its located error and
+/// the current registry keeps serving.
+fn reload_on_sighup(
+    path: std::path::PathBuf,
+    registry: Arc<ArcSwap<crate::registry::Registry>>,
+    quota: Arc<crate::quota::QuotaEngine>,
+) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("popgate-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match crate::registry::Registry::load(&path) {
+                    Ok(new) => {
+                        quota.reload(&new);
+                        tracing::info!(
+                            registry = %path.display(),
+                            agencies = new.agencies.len(),
+                            routes = new.routes.len(),
+                            "registry reloaded"
+                        );
+                        registry.store(Arc::new(new));
+                    }
+                    Err(e) => tracing::error!(error = %e, "registry reload rejected; keeping the current one"),
+                }
+            }
+        })?;
+    Ok(())
 }
