@@ -96,7 +96,56 @@ struct RawConfig {
 struct RawQuota {
     /// Where daily counters are persisted (default: `quota-state` next to
     /// this file).
-    state_dir: String,
+    #[serde(default)]
+    state_dir: Option<String>,
+    #[serde(default)]
+    backend: QuotaBackend,
+    #[serde(default)]
+    redis: Option<RawRedis>,
+    #[serde(default)]
+    failure_mode: RawFailureMode,
+}
+
+#[derive(Debug, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum QuotaBackend {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawFailureMode {
+    #[default]
+    Deny,
+    Local,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    #[serde(default = "default_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_redis_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "popgate:quota:".into()
+}
+fn default_redis_timeout() -> u64 {
+    200
+}
+
+/// Cluster-wide quotas through Redis.
+#[derive(Debug, Clone)]
+pub struct RedisQuota {
+    pub url: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub failure_mode: crate::quota::cluster::FailureMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +191,7 @@ pub struct GatewayConfig {
     pub threads: usize,
     pub audit: crate::audit::AuditConfig,
     pub quota_state_dir: PathBuf,
+    pub quota_redis: Option<RedisQuota>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +258,9 @@ impl GatewayConfig {
             quota_state_dir: rel(raw
                 .quota
                 .as_ref()
-                .map_or("quota-state", |q| q.state_dir.as_str())),
+                .and_then(|q| q.state_dir.as_deref())
+                .unwrap_or("quota-state")),
+            quota_redis: redis_quota(path, raw.quota.as_ref())?,
         })
     }
 
@@ -220,6 +272,33 @@ impl GatewayConfig {
         self.audit.prepare(&self.source)?;
         Ok((registry, material))
     }
+}
+
+fn redis_quota(path: &Path, q: Option<&RawQuota>) -> Result<Option<RedisQuota>, ConfigError> {
+    let Some(q) = q.filter(|q| q.backend == QuotaBackend::Redis) else {
+        return Ok(None);
+    };
+    let r = q.redis.as_ref().ok_or_else(|| {
+        ConfigError::new(
+            path,
+            "quota.backend is redis but quota.redis.url is missing",
+        )
+    })?;
+    if !r.url.starts_with("redis://") {
+        return Err(ConfigError::new(
+            path,
+            format!("quota.redis.url {:?} must start with redis://", r.url),
+        ));
+    }
+    Ok(Some(RedisQuota {
+        url: r.url.clone(),
+        key_prefix: r.key_prefix.clone(),
+        timeout: Duration::from_millis(r.timeout_ms.clamp(10, 10_000)),
+        failure_mode: match q.failure_mode {
+            RawFailureMode::Deny => crate::quota::cluster::FailureMode::Deny,
+            RawFailureMode::Local => crate::quota::cluster::FailureMode::Local,
+        },
+    }))
 }
 
 fn parse_upstream(file: &Path, raw: &RawUpstream) -> Result<Upstream, ConfigError> {

@@ -110,13 +110,6 @@ impl Gateway {
             return Err(Refusal::PurposeRequired);
         }
 
-        // quota: counted only for requests that would otherwise be served.
-        ctx.permit = Some(
-            self.quota
-                .check(&agency.id, &route.id)
-                .map_err(Refusal::QuotaExceeded)?,
-        );
-
         ctx.upstream_target = Some(match req.uri.query() {
             Some(q) => format!("{}?{q}", path.as_str()),
             None => path.as_str().to_owned(),
@@ -293,8 +286,17 @@ impl ProxyHttp for Gateway {
                 .await?;
             return Ok(true);
         }
-        match self.decide(session, ctx) {
-            Ok(()) => {
+        let decided = match self.decide(session, ctx) {
+            // quota: counted only for requests that would otherwise be served.
+            Ok(()) => match (&ctx.agency_id, &ctx.route_id) {
+                (Some(a), Some(r)) => self.quota.admit(a, r).await.map_err(Refusal::QuotaExceeded),
+                _ => Err(Refusal::NoIdentity),
+            },
+            Err(r) => Err(r),
+        };
+        match decided {
+            Ok(permit) => {
+                ctx.permit = Some(permit);
                 ctx.allowed = true;
                 Ok(false)
             }

@@ -39,6 +39,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable(_) => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::AuditUnavailable => 503,
+            Refusal::QuotaExceeded(q) if q.limit == crate::quota::Limit::Unavailable => 503,
             Refusal::QuotaExceeded(_) => 429,
         }
     }
@@ -56,6 +57,9 @@ impl Refusal {
             Refusal::UpstreamUnavailable(_) => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::AuditUnavailable => "audit_unavailable",
+            Refusal::QuotaExceeded(q) if q.limit == crate::quota::Limit::Unavailable => {
+                "quota_unavailable"
+            }
             Refusal::QuotaExceeded(_) => "quota_exceeded",
         }
     }
@@ -83,6 +87,9 @@ impl Refusal {
                 format!("the population registry is unreachable: {why}")
             }
             Refusal::UpstreamTimeout => "the population registry did not answer in time".into(),
+            Refusal::QuotaExceeded(q) if q.limit == crate::quota::Limit::Unavailable => {
+                "the shared quota store cannot be reached, so no budget can be granted; retry shortly".into()
+            }
             Refusal::QuotaExceeded(q) => format!(
                 "{} limit reached; retry in {} s",
                 q.limit.as_str(),

@@ -40,6 +40,13 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         Arc::new(crate::quota::SystemClock),
     )
     .map_err(|e| ConfigError::new(&config.quota_state_dir, format!("quota state: {e}")))?;
+    let quota = match &config.quota_redis {
+        Some(r) => quota.with_cluster(
+            crate::quota::cluster::Cluster::new(&r.url, &r.key_prefix, r.failure_mode, r.timeout)
+                .map_err(|e| ConfigError::new(&config.source, e))?,
+        ),
+        None => quota,
+    };
     let quota = Arc::new(quota);
     let registry = Arc::new(ArcSwap::from_pointee(registry));
     reload_on_sighup(

@@ -136,15 +136,36 @@ pub fn write_config_with_audit(
     read_timeout_ms: u64,
     audit_dir: &Path,
 ) -> (PathBuf, u16) {
+    write_config_full(
+        pki,
+        "gateway.yaml",
+        upstream,
+        read_timeout_ms,
+        audit_dir,
+        "",
+    )
+}
+
+/// A config named `name` with `extra` YAML appended (e.g. a `quota:` block).
+pub fn write_config_full(
+    pki: &TestPki,
+    name: &str,
+    upstream: &str,
+    read_timeout_ms: u64,
+    audit_dir: &Path,
+    extra: &str,
+) -> (PathBuf, u16) {
     let port = free_port();
     let dir = pki.dir.path();
-    std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
+    if !dir.join("agencies.yaml").exists() {
+        std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
+    }
     let cfg = format!(
         "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {read_timeout_ms}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n",
         audit = audit_dir.display()
     );
-    let path = dir.join("gateway.yaml");
-    std::fs::write(&path, cfg).expect("config");
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{cfg}{extra}")).expect("config");
     (path, port)
 }
 

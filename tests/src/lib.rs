@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod redis;
 pub mod upstream;
 
 use std::path::PathBuf;

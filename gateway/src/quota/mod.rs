@@ -4,6 +4,7 @@
 //! One agency's flood cannot starve another: every limit is keyed by agency
 //! (or by agency and route, where a route overrides the agency's limit).
 
+pub mod cluster;
 mod daily;
 mod spec;
 
@@ -28,6 +29,8 @@ pub enum Limit {
     Rate,
     Daily,
     Concurrency,
+    /// The cluster budget (Redis) cannot be consulted and failure_mode is deny.
+    Unavailable,
 }
 
 impl Limit {
@@ -36,6 +39,7 @@ impl Limit {
             Limit::Rate => "rate",
             Limit::Daily => "daily",
             Limit::Concurrency => "concurrency",
+            Limit::Unavailable => "unavailable",
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct QuotaEngine {
     /// In-flight counters survive reloads so live requests stay counted.
     inflight: Mutex<HashMap<Key, Arc<AtomicU32>>>,
     daily: daily::DailyCounters,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl QuotaEngine {
@@ -96,9 +101,106 @@ impl QuotaEngine {
             }),
             inflight: Mutex::new(HashMap::new()),
             daily: daily::DailyCounters::open(state_dir, clock)?,
+            cluster: None,
         };
         engine.reload(registry);
         Ok(engine)
+    }
+
+    /// Shares budgets with other instances through Redis.
+    pub fn with_cluster(mut self, cluster: cluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&cluster::Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// Admits or refuses a request: locally, or against the cluster budget
+    /// with the local limiter as the fast path in front (a request refused
+    /// locally never reaches Redis).
+    pub async fn admit(&self, agency: &str, route: &str) -> Result<Permit, QuotaRefusal> {
+        let Some(cluster) = &self.cluster else {
+            return self.check(agency, route);
+        };
+        let limits = self.limits.load_full();
+        let (agency_key, route_key) = keys(agency, route);
+        let mut permit = self.front(&limits, &agency_key, &route_key)?;
+        let rate = pick(&limits, &agency_key, &route_key, |s| s.rate.is_some());
+        let daily = pick(&limits, &agency_key, &route_key, |s| s.daily.is_some());
+        let reset = self.daily.seconds_to_midnight();
+        let mut asks: Vec<(&Key, u64, u32, u64)> = Vec::new();
+        match (rate, daily) {
+            (Some((rk, rb)), Some((dk, db))) if rk == dk => asks.push((
+                rk,
+                interval_us(&rb.spec),
+                burst(&rb.spec),
+                db.spec.daily.unwrap_or(0),
+            )),
+            (r, d) => {
+                if let Some((k, b)) = r {
+                    asks.push((k, interval_us(&b.spec), burst(&b.spec), 0));
+                }
+                if let Some((k, b)) = d {
+                    asks.push((k, 0, 0, b.spec.daily.unwrap_or(0)));
+                }
+            }
+        }
+        for (key, interval, burst, daily_limit) in asks {
+            let name = match &key.1 {
+                Some(r) => format!("{}:{r}", key.0),
+                None => key.0.clone(),
+            };
+            match cluster
+                .check(&name, interval, burst, daily_limit, reset)
+                .await
+            {
+                cluster::Verdict::Admitted { daily_remaining } => {
+                    if let Some(rem) = daily_remaining {
+                        permit.headers.push((
+                            "ratelimit-policy",
+                            format!("\"daily\";q={daily_limit};w=86400"),
+                        ));
+                        permit
+                            .headers
+                            .push(("ratelimit", format!("\"daily\";r={rem};t={reset}")));
+                    }
+                }
+                cluster::Verdict::Refused {
+                    limit,
+                    retry_after_s,
+                } => {
+                    let mut headers = vec![("retry-after", retry_after_s.to_string())];
+                    if limit == Limit::Daily {
+                        headers.push((
+                            "ratelimit-policy",
+                            format!("\"daily\";q={daily_limit};w=86400"),
+                        ));
+                        headers.push(("ratelimit", format!("\"daily\";r=0;t={reset}")));
+                    }
+                    return Err(QuotaRefusal {
+                        limit,
+                        retry_after_s,
+                        headers,
+                    });
+                }
+                cluster::Verdict::Unreachable => match cluster.failure_mode {
+                    cluster::FailureMode::Deny => {
+                        return Err(QuotaRefusal {
+                            limit: Limit::Unavailable,
+                            retry_after_s: 1,
+                            headers: vec![("retry-after", "1".to_owned())],
+                        })
+                    }
+                    // The local rate was already enforced in front.
+                    cluster::FailureMode::Local => {
+                        return self.local_daily(&limits, &agency_key, &route_key, permit)
+                    }
+                },
+            }
+        }
+        Ok(permit)
     }
 
     /// Applies the registry's quota settings. Buckets whose spec did not
@@ -113,7 +215,7 @@ impl QuotaEngine {
                     _ => Arc::new(Bucket {
                         spec: spec.clone(),
                         limiter: spec.rate.map(|rate| {
-                            let burst = spec.burst.unwrap_or_else(|| (rate.ceil() as u32).max(1));
+                            let burst = burst(spec);
                             let period = Duration::from_secs_f64(1.0 / rate);
                             let quota = Quota::with_period(period)
                                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -134,31 +236,31 @@ impl QuotaEngine {
         self.limits.store(Arc::new(Limits { buckets }));
     }
 
-    /// Admits or refuses one request of `agency` on `route`. Each limit is
-    /// taken from the route's override when it sets one, else the agency's.
+    /// Admits or refuses one request of `agency` on `route` with this
+    /// instance's limits only. Each limit is taken from the route's override
+    /// when it sets one, else the agency's.
     pub fn check(&self, agency: &str, route: &str) -> Result<Permit, QuotaRefusal> {
-        let limits = self.limits.load();
-        let agency_key: Key = (agency.to_owned(), None);
-        let route_key: Key = (agency.to_owned(), Some(route.to_owned()));
-        let pick = |has: fn(&QuotaSpec) -> bool| -> Option<(&Key, &Arc<Bucket>)> {
-            limits
-                .buckets
-                .get_key_value(&route_key)
-                .filter(|(_, b)| has(&b.spec))
-                .or_else(|| {
-                    limits
-                        .buckets
-                        .get_key_value(&agency_key)
-                        .filter(|(_, b)| has(&b.spec))
-                })
-        };
+        let limits = self.limits.load_full();
+        let (agency_key, route_key) = keys(agency, route);
+        let permit = self.front(&limits, &agency_key, &route_key)?;
+        self.local_daily(&limits, &agency_key, &route_key, permit)
+    }
 
+    /// Concurrency, then the local GCRA limiter.
+    fn front(
+        &self,
+        limits: &Limits,
+        agency_key: &Key,
+        route_key: &Key,
+    ) -> Result<Permit, QuotaRefusal> {
         // Concurrency first: it is given back if a later limit refuses.
         let mut permit = Permit {
             slot: None,
             headers: Vec::new(),
         };
-        if let Some((key, b)) = pick(|s| s.max_concurrent.is_some()) {
+        if let Some((key, b)) = pick(limits, agency_key, route_key, |s| {
+            s.max_concurrent.is_some()
+        }) {
             let max = b.spec.max_concurrent.unwrap_or(u32::MAX);
             let slot = self
                 .inflight
@@ -171,7 +273,7 @@ impl QuotaEngine {
                 return Err(refusal_concurrency(max));
             }
         }
-        if let Some((_, b)) = pick(|s| s.rate.is_some()) {
+        if let Some((_, b)) = pick(limits, agency_key, route_key, |s| s.rate.is_some()) {
             if let Some(limiter) = &b.limiter {
                 if let Err(not_until) = limiter.check() {
                     let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -179,7 +281,7 @@ impl QuotaEngine {
                     ));
                     let retry = wait.as_secs_f64().ceil().max(1.0) as u64;
                     let rate = b.spec.rate.unwrap_or(1.0);
-                    let burst = b.spec.burst.unwrap_or_else(|| (rate.ceil() as u32).max(1));
+                    let burst = burst(&b.spec);
                     let window = (f64::from(burst) / rate).ceil().max(1.0) as u64;
                     return Err(QuotaRefusal {
                         limit: Limit::Rate,
@@ -196,7 +298,17 @@ impl QuotaEngine {
                 }
             }
         }
-        if let Some((key, b)) = pick(|s| s.daily.is_some()) {
+        Ok(permit)
+    }
+
+    fn local_daily(
+        &self,
+        limits: &Limits,
+        agency_key: &Key,
+        route_key: &Key,
+        mut permit: Permit,
+    ) -> Result<Permit, QuotaRefusal> {
+        if let Some((key, b)) = pick(limits, agency_key, route_key, |s| s.daily.is_some()) {
             let limit = b.spec.daily.unwrap_or(u64::MAX);
             let taken = self.daily.take(key, limit);
             let reset = self.daily.seconds_to_midnight();
@@ -223,6 +335,42 @@ impl QuotaEngine {
         }
         Ok(permit)
     }
+}
+
+fn keys(agency: &str, route: &str) -> (Key, Key) {
+    (
+        (agency.to_owned(), None),
+        (agency.to_owned(), Some(route.to_owned())),
+    )
+}
+
+/// The bucket that sets a limit: the route's override if it sets it, else the agency's.
+fn pick<'a>(
+    limits: &'a Limits,
+    agency_key: &Key,
+    route_key: &Key,
+    has: fn(&QuotaSpec) -> bool,
+) -> Option<(&'a Key, &'a Arc<Bucket>)> {
+    limits
+        .buckets
+        .get_key_value(route_key)
+        .filter(|(_, b)| has(&b.spec))
+        .or_else(|| {
+            limits
+                .buckets
+                .get_key_value(agency_key)
+                .filter(|(_, b)| has(&b.spec))
+        })
+}
+
+fn burst(spec: &QuotaSpec) -> u32 {
+    spec.burst
+        .unwrap_or_else(|| (spec.rate.unwrap_or(1.0).ceil() as u32).max(1))
+}
+
+fn interval_us(spec: &QuotaSpec) -> u64 {
+    spec.rate
+        .map_or(0, |r| (1_000_000.0 / r).round().max(1.0) as u64)
 }
 
 fn refusal_concurrency(max: u32) -> QuotaRefusal {
