@@ -162,15 +162,39 @@ fn main() {
         .unwrap();
     println!("gateway benchmark: {conns} keep-alive mTLS connections, {secs} s per mode, 2 gateway threads, 1 load thread");
     println!(
-        "{:<10} {:>10} {:>9} {:>9} {:>9}",
-        "audit", "req/s", "p50 ms", "p99 ms", "p99.9 ms"
+        "{:<14} {:>10} {:>9} {:>9} {:>9}",
+        "mode", "req/s", "p50 ms", "p99 ms", "p99.9 ms"
     );
-    for mode in ["durable", "relaxed"] {
+    // Same agency registry with a (never reached) quota for hanoi, to price the quota step.
+    let with_quota = root.path().join("agencies-quota.yaml");
+    std::fs::write(
+        &with_quota,
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/agencies.yaml")).unwrap().replace(
+            "  - id: hanoi\n",
+            "  - id: hanoi\n    quota: { rate: 1000000, burst: 1000000, daily: 1000000000000, max_concurrent: 100000 }\n",
+        ),
+    )
+    .unwrap();
+    for (mode, label, agencies) in [
+        (
+            "durable",
+            "durable",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/agencies.yaml").to_owned(),
+        ),
+        (
+            "relaxed",
+            "relaxed",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/agencies.yaml").to_owned(),
+        ),
+        ("durable", "durable+quota", with_quota.display().to_string()),
+    ] {
         let gport = port();
-        let config = root.path().join(format!("{mode}.yaml"));
+        let config = root
+            .path()
+            .join(format!("{}.yaml", label.replace('+', "-")));
         std::fs::write(&config, format!(
-            "listen: 127.0.0.1:{gport}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://127.0.0.1:{rport}\nregistry: {agencies}\naudit:\n  dir: audit-{mode}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  durability: {mode}\n  flush_interval_ms: 100\n",
-            agencies = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/agencies.yaml"))).unwrap();
+            "listen: 127.0.0.1:{gport}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://127.0.0.1:{rport}\nregistry: {agencies}\naudit:\n  dir: audit-{dir}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  durability: {mode}\n  flush_interval_ms: 100\n",
+            dir = label.replace('+', "-"))).unwrap();
         let _gw = Proc(
             Command::new(&bin)
                 .args(["serve", "--config"])
@@ -196,8 +220,8 @@ fn main() {
         let elapsed = start.elapsed().as_secs_f64();
         lat.sort();
         println!(
-            "{:<10} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
-            mode,
+            "{:<14} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            label,
             lat.len() as f64 / elapsed,
             pct(&lat, 0.5),
             pct(&lat, 0.99),
