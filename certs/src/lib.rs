@@ -6,6 +6,7 @@
 //! - [`inspect`]: facts about a certificate or chain that compliance checks judge.
 //! - [`signing`]: Ed25519 keys that seal audit segments and sign scan verdicts.
 
+mod durable_file;
 pub mod identity;
 pub mod inspect;
 pub mod pki;

@@ -16,7 +16,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -471,21 +470,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), PkiError> {
-    let tmp = path.with_extension("tmp~");
-    {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if secret {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    let _ = secret;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    crate::durable_file::write(path, bytes, secret).map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -55,22 +55,10 @@ pub fn generate_keypair(dir: &Path, name: &str) -> Result<KeyPairPaths, KeyError
 }
 
 fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<(), KeyError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let _ = secret;
-    let io = |source| KeyError::Io {
+    crate::durable_file::write(path, bytes, secret).map_err(|source| KeyError::Io {
         path: path.to_owned(),
         source,
-    };
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    })
 }
 
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {

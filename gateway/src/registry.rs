@@ -265,24 +265,21 @@ impl Registry {
                 })?;
                 allowed.push(*i);
             }
-            if let Some(q) = &a.quota {
+            let check_quota = |q: &Spanned<QuotaSpec>| {
                 q.value.validate().map_err(|why| {
                     ConfigError::at(
                         path,
                         &q.referenced,
                         format!("agency {:?}: {why}", a.id.value),
                     )
-                })?;
+                })
+            };
+            if let Some(q) = &a.quota {
+                check_quota(q)?;
             }
             let mut route_quotas = Vec::new();
             for (route, q) in &a.route_quota {
-                q.value.validate().map_err(|why| {
-                    ConfigError::at(
-                        path,
-                        &q.referenced,
-                        format!("agency {:?}: {why}", a.id.value),
-                    )
-                })?;
+                check_quota(q)?;
                 if !route_index.contains_key(route) {
                     return Err(ConfigError::at(
                         path,

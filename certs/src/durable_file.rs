@@ -1,0 +1,25 @@
+//! Writing key and certificate files so that a crash never leaves a
+//! half-written one: write to a temporary name, fsync, rename. Private keys
+//! are created with mode 0600 from the first byte.
+
+use std::io::Write;
+use std::path::Path;
+
+pub(crate) fn write(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp~");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = secret;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
