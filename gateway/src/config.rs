@@ -89,6 +89,15 @@ struct RawConfig {
     audit: crate::audit::RawAuditConfig,
     #[serde(default)]
     quota: Option<RawQuota>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    /// /healthz, /readyz, /metrics. Keep it on loopback or a management network.
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +201,7 @@ pub struct GatewayConfig {
     pub audit: crate::audit::AuditConfig,
     pub quota_state_dir: PathBuf,
     pub quota_redis: Option<RedisQuota>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +271,18 @@ impl GatewayConfig {
                 .and_then(|q| q.state_dir.as_deref())
                 .unwrap_or("quota-state")),
             quota_redis: redis_quota(path, raw.quota.as_ref())?,
+            admin_listen: match &raw.admin {
+                Some(a) => Some(a.listen.parse().map_err(|_| {
+                    ConfigError::new(
+                        path,
+                        format!(
+                            "admin.listen: {:?} is not an address:port such as 127.0.0.1:9443",
+                            a.listen
+                        ),
+                    )
+                })?),
+                None => None,
+            },
         })
     }
 

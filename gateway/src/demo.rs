@@ -23,6 +23,7 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub port: u16,
     pub registry_port: u16,
+    pub admin_port: u16,
 }
 
 /// Prepares the demo directory; returns the gateway config path and the
@@ -63,9 +64,11 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
          tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\n\
          upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
          registry: agencies.yaml\n\
-         audit:\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n",
+         audit:\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n\
+         admin:\n  listen: 127.0.0.1:{aport}\n",
         port = opts.port,
-        rport = opts.registry_port
+        rport = opts.registry_port,
+        aport = opts.admin_port
     );
     std::fs::write(&config_path, config)
         .map_err(|e| ConfigError::new(&config_path, format!("cannot write: {e}")))?;
@@ -111,7 +114,13 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
             pki.ca_cert_path().display(),
             opts.port
         ),
-        "# 5. the audit trail: integrity, and who looked up this citizen".to_owned(),
+        "# 5. operations: readiness and Prometheus metrics".to_owned(),
+        format!("curl -s http://127.0.0.1:{}/readyz", opts.admin_port),
+        format!(
+            "curl -s http://127.0.0.1:{}/metrics | grep ^popgate_requests_total",
+            opts.admin_port
+        ),
+        "# 6. the audit trail: integrity, and who looked up this citizen".to_owned(),
         format!(
             "{exe} audit verify {dir}/audit --key {pki}/audit-seal.pub",
             exe = popgate_exe(),
@@ -174,6 +183,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
     let reg_addr: SocketAddr = ([127, 0, 0, 1], opts.registry_port).into();
     check_free(gw_addr, "--port")?;
     check_free(reg_addr, "--registry-port")?;
+    check_free(([127, 0, 0, 1], opts.admin_port).into(), "--admin-port")?;
     let (config_path, lines) = prepare(opts)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

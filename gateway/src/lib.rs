@@ -4,9 +4,11 @@
 //! tests and the demo drive the same code.
 
 pub mod access;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod proxy;
 pub mod quota;
 pub mod refusal;

@@ -70,6 +70,8 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 8480)]
         registry_port: u16,
+        #[arg(long, default_value_t = 8481)]
+        admin_port: u16,
     },
 }
 
@@ -370,10 +372,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dir,
             port,
             registry_port,
+            admin_port,
         } => gateway::demo::run(&gateway::demo::DemoOptions {
             dir,
             port,
             registry_port,
+            admin_port,
         })?,
     }
     Ok(())

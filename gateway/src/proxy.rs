@@ -60,6 +60,7 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub audit: AuditLog,
     pub quota: Arc<crate::quota::QuotaEngine>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Gateway {
@@ -154,6 +155,16 @@ impl Gateway {
             upstream_status,
             citizen_ref: ctx.citizen_id.as_ref().map(|c| self.audit.citizen_ref(c)),
         };
+        let agency = access.agency.as_deref().unwrap_or("-");
+        let route = access.route.as_deref().unwrap_or("-");
+        self.metrics
+            .requests
+            .with_label_values(&[agency, route, &status.to_string()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[agency, route])
+            .observe(ctx.started.elapsed().as_secs_f64());
         self.audit.append(access).await.map(|_| ())
     }
 
@@ -185,6 +196,16 @@ impl Gateway {
                 }
             }
         };
+        self.metrics
+            .refusals
+            .with_label_values(&[body_refusal.code()])
+            .inc();
+        if let Refusal::QuotaExceeded(q) = &body_refusal {
+            self.metrics
+                .quota_rejections
+                .with_label_values(&[ctx.agency_id.as_deref().unwrap_or("-"), q.limit.as_str()])
+                .inc();
+        }
         let body = body_refusal.body(&ctx.request_id);
         let mut resp = ResponseHeader::build(body_refusal.status(), Some(4))?;
         resp.insert_header("content-type", "application/json")?;

@@ -48,11 +48,26 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         None => quota,
     };
     let quota = Arc::new(quota);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    if let Some(addr) = config.admin_listen {
+        crate::admin::spawn(
+            addr,
+            crate::admin::Admin {
+                metrics: metrics.clone(),
+                audit: audit.clone(),
+                upstream: config.upstream.clone(),
+                quota: quota.clone(),
+            },
+        )
+        .map_err(|e| ConfigError::new(&config.source, format!("admin.listen {addr}: {e}")))?;
+        tracing::info!(%addr, "admin listener: /healthz /readyz /metrics");
+    }
     let registry = Arc::new(ArcSwap::from_pointee(registry));
     reload_on_sighup(
         config.registry_path.clone(),
         registry.clone(),
         quota.clone(),
+        metrics.clone(),
     )
     .map_err(|e| {
         ConfigError::new(
@@ -61,6 +76,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         )
     })?;
     let gateway = Gateway {
+        metrics,
         quota,
         registry,
         verifier: verifier.clone(),
@@ -94,6 +110,7 @@ fn reload_on_sighup(
     path: std::path::PathBuf,
     registry: Arc<ArcSwap<crate::registry::Registry>>,
     quota: Arc<crate::quota::QuotaEngine>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new()
@@ -110,8 +127,12 @@ fn reload_on_sighup(
                             "registry reloaded"
                         );
                         registry.store(Arc::new(new));
+                        metrics.reloads.with_label_values(&["ok"]).inc();
                     }
-                    Err(e) => tracing::error!(error = %e, "registry reload rejected; keeping the current one"),
+                    Err(e) => {
+                        metrics.reloads.with_label_values(&["rejected"]).inc();
+                        tracing::error!(error = %e, "registry reload rejected; keeping the current one")
+                    }
                 }
             }
         })?;

@@ -290,8 +290,12 @@ pub struct RegistryProcess {
 
 impl RegistryProcess {
     pub fn start() -> Self {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        Self::start_at(&format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// Starts the registry on a given address (e.g. to bring one back).
+    pub fn start_at(addr: &str) -> Self {
+        let addr = addr.to_owned();
         let child = Command::new(bin("popgate"))
             .args(["registry-demo", "--listen", &addr])
             .stdout(Stdio::null())

@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::gateway::{
-    audit_records, write_config, write_config_with_audit, GatewayProcess, RegistryProcess, TestPki,
-};
+use e2e::gateway::{audit_records, write_config, GatewayProcess, RegistryProcess, TestPki};
 use e2e::upstream::RecordingUpstream;
 
 const ID: &str = "001203012345";
@@ -129,7 +127,15 @@ async fn a_full_disk_refuses_with_503_forwards_nothing_and_recovers() {
     let _unmount = Unmount(mnt.clone());
     let audit = mnt.join("audit");
     let upstream = RecordingUpstream::start().await;
-    let (config, port) = write_config_with_audit(&pki, &upstream.addr.to_string(), 5000, &audit);
+    let admin = e2e::free_port();
+    let (config, port) = e2e::gateway::write_config_full(
+        &pki,
+        "gateway.yaml",
+        &upstream.addr.to_string(),
+        5000,
+        &audit,
+        &format!("admin:\n  listen: 127.0.0.1:{admin}\n"),
+    );
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let target = format!("/v1/citizens/{ID}");
@@ -197,6 +203,11 @@ async fn a_full_disk_refuses_with_503_forwards_nothing_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(
+        e2e::admin_get(admin, "/readyz").0,
+        200,
+        "ready again once writes work"
+    );
     let (code, out) = pki.audit_verify(&audit);
     assert_eq!(code, 0, "chain must stay valid across the failure: {out}");
 }

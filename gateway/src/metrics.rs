@@ -1,0 +1,134 @@
+//! Prometheus metrics. Label values come only from configuration (agency
+//! ids, route ids, refusal codes, limits), never from request paths or
+//! citizen IDs, so cardinality is bounded by the registry.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub duration: HistogramVec,
+    pub quota_rejections: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub audit_records: IntGauge,
+    pub audit_syncs: IntGauge,
+    pub audit_write_failures: IntGauge,
+    pub audit_writable: IntGauge,
+    pub quota_backend_transitions: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "popgate_request_duration_seconds",
+                "Time from request head to response head, by agency and route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["agency", "route"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(duration.clone()))
+            .expect("unique metric name");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "popgate_build_info",
+                "Always 1; the version label says which build runs",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric name");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "popgate_requests_total",
+                "Responses sent, by agency, route and status",
+                &["agency", "route", "status"],
+            ),
+            refusals: counter_vec(
+                &r,
+                "popgate_refusals_total",
+                "Refusals, by stable error code",
+                &["code"],
+            ),
+            quota_rejections: counter_vec(
+                &r,
+                "popgate_quota_rejections_total",
+                "Quota refusals, by agency and limit",
+                &["agency", "limit"],
+            ),
+            reloads: counter_vec(
+                &r,
+                "popgate_config_reloads_total",
+                "Registry reloads, by result",
+                &["result"],
+            ),
+            audit_records: gauge(
+                &r,
+                "popgate_audit_records_total",
+                "Audit records made durable since start",
+            ),
+            audit_syncs: gauge(
+                &r,
+                "popgate_audit_fsyncs_total",
+                "Audit fdatasync calls since start (group commit: fewer than records)",
+            ),
+            audit_write_failures: gauge(
+                &r,
+                "popgate_audit_write_failures_total",
+                "Audit write failures since start",
+            ),
+            audit_writable: gauge(
+                &r,
+                "popgate_audit_writable",
+                "1 when the audit log accepts writes",
+            ),
+            quota_backend_transitions: gauge(
+                &r,
+                "popgate_quota_backend_transitions_total",
+                "Redis quota backend up/down transitions",
+            ),
+            duration,
+            build_info,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
