@@ -16,7 +16,7 @@ use crate::proxy::Gateway;
 pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     let config = GatewayConfig::load(config_path)?;
     let (registry, material) = config.check()?;
-    let (cert_resolver, verifier) = material.server_parts(&config.tls)?;
+    let tls_state = material.server_parts(&config.tls)?;
     let audit = crate::audit::AuditLog::open(&config.audit)
         .map_err(|e| ConfigError::new(&config.audit.dir, e.to_string()))?;
 
@@ -64,7 +64,8 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     }
     let registry = Arc::new(ArcSwap::from_pointee(registry));
     reload_on_sighup(
-        config.registry_path.clone(),
+        config.clone(),
+        tls_state.clone(),
         registry.clone(),
         quota.clone(),
         metrics.clone(),
@@ -79,7 +80,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         metrics,
         quota,
         registry,
-        verifier: verifier.clone(),
+        verifier: tls_state.verifier.clone(),
         upstream: config.upstream.clone(),
         audit,
     };
@@ -88,8 +89,8 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     // pingora's rustls listener prefers over files.
     let mut settings = TlsSettings::intermediate("", "")
         .map_err(|e| ConfigError::new(&config.source, format!("TLS listener settings: {e}")))?;
-    settings.set_cert_resolver(cert_resolver);
-    settings.set_client_cert_verifier(verifier);
+    settings.set_cert_resolver(tls_state.resolver.clone());
+    settings.set_client_cert_verifier(tls_state.verifier.clone());
     settings.enable_h2();
     service.add_tls_with_settings(&config.listen.to_string(), None, settings);
     server.add_service(service);
@@ -102,12 +103,14 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     server.run_forever()
 }
 
-/// SIGHUP re-reads the agency registry (routes, grants, statuses, quotas).
-/// New requests see the new registry; in-flight ones finish with the one
-/// they started with. A broken file is rejected with its located error and
-/// the current registry keeps serving.
+/// SIGHUP re-reads the agency registry (routes, grants, statuses, quotas)
+/// and the TLS material (server certificate, CA bundle, CRLs). New requests
+/// and handshakes see the new state; in-flight requests finish undisturbed.
+/// A broken file is rejected with its located error and the current state
+/// keeps serving. Registry and TLS are applied independently.
 fn reload_on_sighup(
-    path: std::path::PathBuf,
+    config: GatewayConfig,
+    tls: crate::tls::TlsState,
     registry: Arc<ArcSwap<crate::registry::Registry>>,
     quota: Arc<crate::quota::QuotaEngine>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -117,7 +120,21 @@ fn reload_on_sighup(
         .name("popgate-reload".into())
         .spawn(move || {
             for _ in signals.forever() {
-                match crate::registry::Registry::load(&path) {
+                match crate::tls::TlsMaterial::load(&config.tls).and_then(|m| m.apply(&config.tls, &tls)) {
+                    Ok(dropped) => {
+                        metrics.reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!(
+                            forgotten_certificates = dropped,
+                            "TLS material reloaded (server certificate, CA bundle, CRLs)"
+                        );
+                    }
+                    Err(e) => {
+                        metrics.reloads.with_label_values(&["rejected"]).inc();
+                        tracing::error!(error = %e, "TLS reload rejected; keeping the current material");
+                    }
+                }
+                let path = &config.registry_path;
+                match crate::registry::Registry::load(path) {
                     Ok(new) => {
                         quota.reload(&new);
                         tracing::info!(

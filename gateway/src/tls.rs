@@ -115,10 +115,7 @@ impl TlsMaterial {
     /// server certificate and the agency client-certificate verifier.
     /// Protocol versions (TLS 1.2 and 1.3 only) and ALPN are set by the
     /// listener (`serve`).
-    pub fn server_parts(
-        &self,
-        files: &TlsFiles,
-    ) -> Result<(Arc<dyn ResolvesServerCert>, Arc<AgencyCertVerifier>), ConfigError> {
+    pub fn server_parts(&self, files: &TlsFiles) -> Result<TlsState, ConfigError> {
         let verifier = Arc::new(AgencyCertVerifier::new(
             self.client_verifier(&files.client_ca)?,
             self.roots.subjects(),
@@ -126,8 +123,26 @@ impl TlsMaterial {
         let resolver = Arc::new(ReloadableCert(ArcSwap::from(
             self.certified_key(&files.key)?,
         )));
-        Ok((resolver, verifier))
+        Ok(TlsState { resolver, verifier })
     }
+
+    /// Puts this material into service: new handshakes use the new server
+    /// certificate, CA bundle and CRLs, and every already-verified
+    /// certificate is checked again so a revocation also ends access on
+    /// connections that are already open. Returns how many were dropped.
+    pub fn apply(&self, files: &TlsFiles, state: &TlsState) -> Result<usize, ConfigError> {
+        let verifier = self.client_verifier(&files.client_ca)?;
+        let key = self.certified_key(&files.key)?;
+        state.resolver.0.store(key);
+        Ok(state.verifier.replace(verifier))
+    }
+}
+
+/// The reloadable halves of the listener's TLS configuration.
+#[derive(Clone)]
+pub struct TlsState {
+    pub resolver: Arc<ReloadableCert>,
+    pub verifier: Arc<AgencyCertVerifier>,
 }
 
 fn certs_from_pem(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
@@ -151,7 +166,7 @@ fn certs_from_pem(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>
 
 /// Serves the current server certificate; swappable for reloads.
 #[derive(Debug)]
-struct ReloadableCert(ArcSwap<CertifiedKey>);
+pub struct ReloadableCert(ArcSwap<CertifiedKey>);
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -169,7 +184,16 @@ const IDENTITY_CACHE_MAX: usize = 50_000;
 pub struct AgencyCertVerifier {
     inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
     hints: Vec<DistinguishedName>,
-    verified: Mutex<HashMap<[u8; 32], Arc<CertIdentity>>>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// A certificate this verifier accepted, kept whole so a reload can judge
+/// it again under new CRLs.
+#[derive(Debug)]
+struct Verified {
+    identity: Arc<CertIdentity>,
+    leaf: CertificateDer<'static>,
+    intermediates: Vec<CertificateDer<'static>>,
 }
 
 impl AgencyCertVerifier {
@@ -186,10 +210,35 @@ impl AgencyCertVerifier {
     /// and must be treated as a refusal.
     pub fn identity(&self, cert_sha256: &[u8]) -> Option<Arc<CertIdentity>> {
         let key: [u8; 32] = cert_sha256.try_into().ok()?;
-        self.verified.lock().ok()?.get(&key).cloned()
+        self.verified
+            .lock()
+            .ok()?
+            .get(&key)
+            .map(|v| v.identity.clone())
     }
 
-    fn remember(&self, der: &[u8]) -> Result<(), rustls::Error> {
+    /// Swaps in a new inner verifier and forgets every remembered
+    /// certificate it no longer accepts. Returns how many were forgotten.
+    fn replace(&self, inner: Arc<dyn ClientCertVerifier>) -> usize {
+        let now = UnixTime::now();
+        self.inner.store(Arc::new(inner.clone()));
+        let Ok(mut map) = self.verified.lock() else {
+            return 0;
+        };
+        let before = map.len();
+        map.retain(|_, v| {
+            inner
+                .verify_client_cert(&v.leaf, &v.intermediates, now)
+                .is_ok()
+        });
+        before - map.len()
+    }
+
+    fn remember(
+        &self,
+        der: &[u8],
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
         let ident = CertIdentity::from_der(der).map_err(|e| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(e),
@@ -207,7 +256,17 @@ impl AgencyCertVerifier {
                 map.remove(&k);
             }
         }
-        map.insert(key, Arc::new(ident));
+        map.insert(
+            key,
+            Verified {
+                identity: Arc::new(ident),
+                leaf: CertificateDer::from(der.to_vec()),
+                intermediates: intermediates
+                    .iter()
+                    .map(|c| c.clone().into_owned())
+                    .collect(),
+            },
+        );
         Ok(())
     }
 }
@@ -231,7 +290,7 @@ impl ClientCertVerifier for AgencyCertVerifier {
             tracing::info!(reason = %e, "client certificate refused in handshake");
         }
         let verified = verified?;
-        self.remember(end_entity.as_ref())?;
+        self.remember(end_entity.as_ref(), intermediates)?;
         Ok(verified)
     }
 
