@@ -28,6 +28,7 @@ pub struct Admin {
     pub audit: AuditLog,
     pub upstream: Upstream,
     pub quota: Arc<QuotaEngine>,
+    pub tls: crate::tls::TlsState,
 }
 
 impl Admin {
@@ -59,6 +60,20 @@ impl Admin {
         m.audit_write_failures
             .set(s.write_failures.load(Ordering::Relaxed) as i64);
         m.audit_writable.set(i64::from(self.audit.writable()));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for e in self.tls.expiry.load().iter() {
+            let days = certs::inspect::days_until(e.at_unix, now);
+            match e.kind {
+                "crl" => m
+                    .crl_next_update_days
+                    .with_label_values(&[e.name.as_str()])
+                    .set(days),
+                _ => m
+                    .cert_expiry_days
+                    .with_label_values(&[e.name.as_str()])
+                    .set(days),
+            }
+        }
         if let Some(c) = self.quota.cluster() {
             m.quota_backend_transitions
                 .set(c.transitions.load(Ordering::Relaxed) as i64);

@@ -20,6 +20,14 @@ pub struct Metrics {
     pub audit_writable: IntGauge,
     pub quota_backend_transitions: IntGauge,
     pub build_info: IntGaugeVec,
+    pub cert_expiry_days: IntGaugeVec,
+    pub crl_next_update_days: IntGaugeVec,
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,6 +120,18 @@ impl Metrics {
                 &r,
                 "popgate_quota_backend_transitions_total",
                 "Redis quota backend up/down transitions",
+            ),
+            cert_expiry_days: gauge_vec(
+                &r,
+                "popgate_certificate_expiry_days",
+                "Whole days until the certificate's notAfter (server; earliest client CA)",
+                &["cert"],
+            ),
+            crl_next_update_days: gauge_vec(
+                &r,
+                "popgate_crl_next_update_days",
+                "Whole days until the CRL's nextUpdate; past it every agency is refused",
+                &["crl"],
             ),
             duration,
             build_info,

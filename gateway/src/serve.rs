@@ -57,6 +57,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
                 audit: audit.clone(),
                 upstream: config.upstream.clone(),
                 quota: quota.clone(),
+                tls: tls_state.clone(),
             },
         )
         .map_err(|e| ConfigError::new(&config.source, format!("admin.listen {addr}: {e}")))?;

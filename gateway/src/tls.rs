@@ -123,7 +123,54 @@ impl TlsMaterial {
         let resolver = Arc::new(ReloadableCert(ArcSwap::from(
             self.certified_key(&files.key)?,
         )));
-        Ok(TlsState { resolver, verifier })
+        Ok(TlsState {
+            resolver,
+            verifier,
+            expiry: Arc::new(ArcSwap::from_pointee(self.expiry(files))),
+        })
+    }
+
+    /// When each piece of this material stops working (Unix seconds).
+    fn expiry(&self, files: &TlsFiles) -> Vec<Expiry> {
+        let mut out = Vec::new();
+        if let Some(leaf) = self.server_chain.first() {
+            if let Ok(t) = certs::inspect::not_after_unix(leaf.as_ref()) {
+                out.push(Expiry {
+                    kind: "certificate",
+                    name: "server".into(),
+                    at_unix: t,
+                });
+            }
+        }
+        if let Ok(bytes) = std::fs::read(&files.client_ca) {
+            let earliest = CertificateDer::pem_slice_iter(&bytes)
+                .filter_map(|c| c.ok())
+                .filter_map(|c| certs::inspect::not_after_unix(c.as_ref()).ok())
+                .min();
+            if let Some(t) = earliest {
+                out.push(Expiry {
+                    kind: "certificate",
+                    name: "client_ca".into(),
+                    at_unix: t,
+                });
+            }
+        }
+        for (i, crl) in self.crls.iter().enumerate() {
+            if let Ok(t) = certs::inspect::crl_next_update_unix(crl.as_ref()) {
+                let name = files
+                    .crls
+                    .get(i)
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("crl{i}"));
+                out.push(Expiry {
+                    kind: "crl",
+                    name,
+                    at_unix: t,
+                });
+            }
+        }
+        out
     }
 
     /// Puts this material into service: new handshakes use the new server
@@ -134,6 +181,7 @@ impl TlsMaterial {
         let verifier = self.client_verifier(&files.client_ca)?;
         let key = self.certified_key(&files.key)?;
         state.resolver.0.store(key);
+        state.expiry.store(Arc::new(self.expiry(files)));
         Ok(state.verifier.replace(verifier))
     }
 }
@@ -143,6 +191,17 @@ impl TlsMaterial {
 pub struct TlsState {
     pub resolver: Arc<ReloadableCert>,
     pub verifier: Arc<AgencyCertVerifier>,
+    /// What expires when, for the days-left gauges ops alert on.
+    pub expiry: Arc<ArcSwap<Vec<Expiry>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expiry {
+    /// `certificate` (notAfter) or `crl` (nextUpdate).
+    pub kind: &'static str,
+    /// `server`, `client_ca`, or the CRL's file name.
+    pub name: String,
+    pub at_unix: i64,
 }
 
 fn certs_from_pem(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
