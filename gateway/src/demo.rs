@@ -7,7 +7,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use certs::pki::{AgencySubject, DevPki};
+use certs::pki::DevPki;
 
 use crate::config::ConfigError;
 use crate::registry::{AgencyStatus, Registry};
@@ -44,14 +44,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
     let (pki, _) = DevPki::open_or_create(&pki_dir).map_err(pki_err)?;
     for a in &registry.agencies {
         if !pki.agency_cert_path(&a.id).exists() {
-            pki.issue_agency(
-                &AgencySubject {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                },
-                365,
-            )
-            .map_err(pki_err)?;
+            pki.issue_agency(&a.pki_subject(), 365).map_err(pki_err)?;
         }
     }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use certs::pki::{AgencySubject, DevPki};
+use certs::pki::DevPki;
 use gateway::config::GatewayConfig;
 use gateway::registry::Registry;
 
@@ -222,13 +222,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("server: {}", pki.server_cert_path().display());
             println!("CRL:    {}", pki.crl_path().display());
             for a in &registry.agencies {
-                let issued = pki.issue_agency(
-                    &AgencySubject {
-                        id: a.id.clone(),
-                        name: a.name.clone(),
-                    },
-                    days,
-                )?;
+                let issued = pki.issue_agency(&a.pki_subject(), days)?;
                 println!(
                     "agency {:<16} {} (serial {})",
                     a.id,
@@ -249,13 +243,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 message: format!("{}: no agency with id {agency:?}", agencies.display()),
             })?;
             let pki = DevPki::open(&dir)?;
-            let issued = pki.issue_agency(
-                &AgencySubject {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                },
-                days,
-            )?;
+            let issued = pki.issue_agency(&a.pki_subject(), days)?;
             println!(
                 "{} (serial {}, valid until {})",
                 issued.cert_path.display(),

@@ -122,6 +122,16 @@ pub struct Agency {
     pub route_quotas: Vec<(String, QuotaSpec)>,
 }
 
+impl Agency {
+    /// Who this agency's dev-PKI client certificate is issued to.
+    pub fn pki_subject(&self) -> certs::pki::AgencySubject {
+        certs::pki::AgencySubject {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// The loaded, validated registry.
 #[derive(Debug)]
 pub struct Registry {
