@@ -213,6 +213,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let registry = subjects(&agencies)?;
             let pki = DevPki::create(&dir)?;
             gateway::demo::ensure_audit_keys(&dir)?;
+            // Issue everything before printing anything, so a closed stdout
+            // can never leave a half-made PKI behind.
+            let mut issued = Vec::new();
+            for a in &registry.agencies {
+                issued.push((a.id.clone(), pki.issue_agency(&a.pki_subject(), days)?));
+            }
             println!("CA:     {}", pki.ca_cert_path().display());
             println!(
                 "audit:  {} (seal), {} (citizen HMAC)",
@@ -221,13 +227,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             );
             println!("server: {}", pki.server_cert_path().display());
             println!("CRL:    {}", pki.crl_path().display());
-            for a in &registry.agencies {
-                let issued = pki.issue_agency(&a.pki_subject(), days)?;
+            for (id, cert) in issued {
                 println!(
                     "agency {:<16} {} (serial {})",
-                    a.id,
-                    issued.cert_path.display(),
-                    issued.serial_hex
+                    id,
+                    cert.cert_path.display(),
+                    cert.serial_hex
                 );
             }
         }
@@ -426,8 +431,25 @@ fn print_hits(hits: &[gateway::audit::record::Stored], format: OutputFormat) {
     }
 }
 
+/// Reporting commands behave like other Unix tools when their output is cut
+/// short (`popgate audit search … | head`): they end quietly instead of
+/// panicking on EPIPE. The servers keep SIGPIPE ignored, as Rust sets it, so
+/// a client closing its socket can never kill the gateway.
+fn default_sigpipe_for_reports(command: &Command) {
+    if !matches!(
+        command,
+        Command::Serve { .. } | Command::Demo { .. } | Command::RegistryDemo { .. }
+    ) {
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    default_sigpipe_for_reports(&cli.command);
     init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
