@@ -1,5 +1,5 @@
-//! popscan: the compliance scanner. Only the TLS evidence contract exists so
-//! far (the model both evidence sources fill and the checks judge); the
-//! scanner itself is tracked in the scanner-core and TLS-engine issues.
+//! popscan: the compliance scanner. The scan path is one direction:
+//! inventory → evidence (live probes, nmap XML) → checks → verdicts → reports.
 
+pub mod evidence;
 pub mod probe;
