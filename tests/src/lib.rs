@@ -7,6 +7,7 @@
 pub mod client;
 pub mod gateway;
 pub mod redis;
+pub mod targets;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -79,21 +79,16 @@ pub async fn fetch(target: &Target) -> Result<Vec<Vec<u8>>, ExchangeError> {
             .map_err(|e| ExchangeError::Io(format!("SNI {n:?}: {e}")))?,
         None => ServerName::IpAddress(target.addr.ip().into()),
     };
-    let stream = match tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.addr))
-        .await
-    {
-        Err(_) => return Err(ExchangeError::ConnectTimeout(target.connect_timeout)),
-        Ok(Err(e)) => return Err(ExchangeError::Connect(e.to_string())),
-        Ok(Ok(s)) => s,
-    };
+    let stream =
+        match tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.addr)).await {
+            Err(_) => return Err(ExchangeError::ConnectTimeout(target.connect_timeout)),
+            Ok(Err(e)) => return Err(ExchangeError::Connect(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
     let connector = TlsConnector::from(Arc::new(config));
     // The handshake may still fail after the certificate was seen (client
     // certificate required, say); the chain is what was asked for.
     let _ = tokio::time::timeout(target.exchange_timeout, connector.connect(name, stream)).await;
-    let chain = recorder
-        .chain
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let chain = recorder.chain.lock().map(|c| c.clone()).unwrap_or_default();
     Ok(chain)
 }

@@ -74,7 +74,11 @@ struct Prober {
 
 impl Prober {
     async fn send(&self, spec: &HelloSpec, want_flight: bool) -> Result<Answer, ExchangeError> {
-        let _permit = self.gate.acquire().await.map_err(|e| ExchangeError::Io(e.to_string()))?;
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| ExchangeError::Io(e.to_string()))?;
         exchange(&self.target, spec, want_flight).await
     }
 

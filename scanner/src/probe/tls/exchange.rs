@@ -73,13 +73,12 @@ pub async fn exchange(
     spec: &HelloSpec,
     want_flight: bool,
 ) -> Result<Answer, ExchangeError> {
-    let stream = match tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.addr))
-        .await
-    {
-        Err(_) => return Err(ExchangeError::ConnectTimeout(target.connect_timeout)),
-        Ok(Err(e)) => return Err(ExchangeError::Connect(e.to_string())),
-        Ok(Ok(s)) => s,
-    };
+    let stream =
+        match tokio::time::timeout(target.connect_timeout, TcpStream::connect(target.addr)).await {
+            Err(_) => return Err(ExchangeError::ConnectTimeout(target.connect_timeout)),
+            Ok(Err(e)) => return Err(ExchangeError::Connect(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(target.exchange_timeout, talk(stream, spec, want_flight)).await {
         Err(_) => Err(ExchangeError::Timeout(target.exchange_timeout)),

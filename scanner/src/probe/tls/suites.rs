@@ -162,7 +162,10 @@ pub fn classes_of(iana: &str) -> Vec<CipherClass> {
     if !forward_secret {
         c.push(CipherClass::NoForwardSecrecy);
     }
-    if ["GCM", "CCM", "POLY1305", "MGM"].iter().any(|m| bulk.contains(m)) {
+    if ["GCM", "CCM", "POLY1305", "MGM"]
+        .iter()
+        .any(|m| bulk.contains(m))
+    {
         c.push(CipherClass::Aead);
     }
     c
@@ -187,7 +190,10 @@ mod tests {
     #[test]
     fn classes_follow_the_name() {
         use CipherClass::*;
-        assert_eq!(classes_of("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), vec![Aead]);
+        assert_eq!(
+            classes_of("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+            vec![Aead]
+        );
         assert_eq!(classes_of("TLS_AES_256_GCM_SHA384"), vec![Aead]);
         assert_eq!(
             classes_of("TLS_RSA_WITH_AES_128_CBC_SHA"),
@@ -198,12 +204,12 @@ mod tests {
             vec![TripleDes, Cbc, CbcSha1, NoForwardSecrecy]
         );
         assert_eq!(classes_of("TLS_ECDHE_RSA_WITH_RC4_128_SHA"), vec![Rc4]);
-        assert_eq!(classes_of("TLS_RSA_WITH_NULL_SHA256"), vec![Null, NoForwardSecrecy]);
+        assert_eq!(
+            classes_of("TLS_RSA_WITH_NULL_SHA256"),
+            vec![Null, NoForwardSecrecy]
+        );
         assert!(classes_of("TLS_RSA_EXPORT_WITH_RC4_40_MD5").contains(&Export));
         assert!(classes_of("TLS_DH_anon_WITH_AES_128_CBC_SHA").contains(&Anonymous));
-        assert_eq!(
-            classes_of("TLS_DHE_RSA_WITH_AES_256_CBC_SHA256"),
-            vec![Cbc]
-        );
+        assert_eq!(classes_of("TLS_DHE_RSA_WITH_AES_256_CBC_SHA256"), vec![Cbc]);
     }
 }

@@ -63,9 +63,8 @@ const HRR_RANDOM: [u8; 32] = [
 /// Signature algorithms offered: broad on purpose, popscan wants to see what
 /// the server can do, not to be safe itself.
 const SIG_ALGS: &[u16] = &[
-    0x0403, 0x0503, 0x0603, 0x0807, 0x0808, 0x0804, 0x0805, 0x0806, 0x0809, 0x080a, 0x080b,
-    0x0401, 0x0501, 0x0601, 0x0303, 0x0301, 0x0302, 0x0402, 0x0502, 0x0602, 0x0203, 0x0201,
-    0x0202,
+    0x0403, 0x0503, 0x0603, 0x0807, 0x0808, 0x0804, 0x0805, 0x0806, 0x0809, 0x080a, 0x080b, 0x0401,
+    0x0501, 0x0601, 0x0303, 0x0301, 0x0302, 0x0402, 0x0502, 0x0602, 0x0203, 0x0201, 0x0202,
 ];
 
 /// What goes into one crafted ClientHello.
@@ -467,7 +466,8 @@ impl HandshakeBuffer {
             return Ok(None);
         }
         let ty = self.buf[0];
-        let len = ((self.buf[1] as usize) << 16) | ((self.buf[2] as usize) << 8) | self.buf[3] as usize;
+        let len =
+            ((self.buf[1] as usize) << 16) | ((self.buf[2] as usize) << 8) | self.buf[3] as usize;
         if len > MAX_HANDSHAKE_MESSAGE {
             return bad(format!(
                 "handshake message type {ty} claims {len} bytes (limit {MAX_HANDSHAKE_MESSAGE})"
@@ -548,9 +548,16 @@ mod tests {
 
     #[test]
     fn server_hello_versions_and_hrr() {
-        let sh = parse_server_hello(&server_hello_bytes(TLS12, 0xC02F, &[(EXT_RENEGOTIATION_INFO, vec![0])]))
-            .unwrap();
-        assert_eq!((sh.version, sh.suite, sh.secure_renegotiation), (TLS12, 0xC02F, true));
+        let sh = parse_server_hello(&server_hello_bytes(
+            TLS12,
+            0xC02F,
+            &[(EXT_RENEGOTIATION_INFO, vec![0])],
+        ))
+        .unwrap();
+        assert_eq!(
+            (sh.version, sh.suite, sh.secure_renegotiation),
+            (TLS12, 0xC02F, true)
+        );
         let mut hrr = server_hello_bytes(TLS13, 0x1301, &[(EXT_KEY_SHARE, vec![0, 0x17])]);
         hrr[2..34].copy_from_slice(&HRR_RANDOM);
         let h = parse_server_hello(&hrr).unwrap();
