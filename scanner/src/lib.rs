@@ -2,4 +2,5 @@
 //! inventory → evidence (live probes, nmap XML) → checks → verdicts → reports.
 
 pub mod evidence;
+pub mod nmap;
 pub mod probe;
