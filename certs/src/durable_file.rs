@@ -1,11 +1,12 @@
 //! Writing key and certificate files so that a crash never leaves a
-//! half-written one: write to a temporary name, fsync, rename. Private keys
+//! half-written one (nor a reader such as popgate's admission step ever see
+//! one): write to a temporary name, fsync, rename. Private keys
 //! are created with mode 0600 from the first byte.
 
 use std::io::Write;
 use std::path::Path;
 
-pub(crate) fn write(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+pub fn write(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp~");
     {
         let mut opts = std::fs::OpenOptions::new();

@@ -5,9 +5,11 @@
 //! - [`identity`]: what an agency client certificate says about who is calling.
 //! - [`inspect`]: facts about a certificate or chain that compliance checks judge.
 //! - [`signing`]: Ed25519 keys that seal audit segments and sign scan verdicts.
+//! - [`verdict`]: the signed compliance verdict popscan writes and popgate trusts.
 
-mod durable_file;
+pub mod durable_file;
 pub mod identity;
 pub mod inspect;
 pub mod pki;
 pub mod signing;
+pub mod verdict;

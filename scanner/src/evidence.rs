@@ -84,3 +84,59 @@ pub struct EndpointEvidence {
     pub tls: Option<TlsEvidence>,
     pub http: Option<HttpEvidence>,
 }
+
+/// A fact a probe tried to establish: the value, or why it could not be
+/// established (unreachable, timed out, not TLS, ...).
+pub type Fact<T> = Result<T, String>;
+
+/// Everything gathered for one inventory endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointFacts {
+    /// `host:port` as the inventory names it.
+    pub label: String,
+    /// Name the certificate must be valid for.
+    pub hostname: String,
+    pub service: crate::inventory::ServiceKind,
+    /// Present for TLS endpoints.
+    pub tls: Option<Fact<TlsEvidence>>,
+    /// Present for HTTPS endpoints.
+    pub http: Option<Fact<HttpEvidence>>,
+}
+
+/// A port state and the source that saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeenPort {
+    pub port: PortEvidence,
+    pub source: String,
+}
+
+/// Ports observed on one host of a system.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPorts {
+    pub host: String,
+    pub ports: Vec<SeenPort>,
+}
+
+impl HostPorts {
+    /// The most telling observation of a port: any source that saw it open
+    /// wins (it was reachable at some point), then closed, then the rest.
+    pub fn state(&self, port: u16) -> Option<&SeenPort> {
+        let rank = |s: &PortState| match s {
+            PortState::Open => 0,
+            PortState::Closed => 1,
+            PortState::Filtered => 2,
+            PortState::Unknown => 3,
+        };
+        self.ports
+            .iter()
+            .filter(|p| p.port.port == port)
+            .min_by_key(|p| rank(&p.port.state))
+    }
+}
+
+/// Everything gathered for one system, the input of every check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SystemEvidence {
+    pub endpoints: Vec<EndpointFacts>,
+    pub hosts: Vec<HostPorts>,
+}

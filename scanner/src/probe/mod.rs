@@ -1,3 +1,5 @@
-//! Live probes of an endpoint.
+//! Live probes of an endpoint: TCP ports, TLS (crafted handshakes), HTTP.
 
+pub mod http;
+pub mod ports;
 pub mod tls;

@@ -143,7 +143,8 @@ pub enum FallbackScsv {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsEvidence {
     /// One entry per protocol version that was tested; a version absent
-    /// here was not tested (nmap does not test SSLv2/SSLv3 by default).
+    /// here was not tested (popscan and nmap ≥ 7.92 test SSLv3–TLS 1.3; SSLv2
+    /// is not tested).
     pub protocols: Vec<ProtocolSupport>,
     /// Key-exchange groups the server accepted; `None` when not enumerated.
     pub groups: Option<Vec<OfferedGroup>>,

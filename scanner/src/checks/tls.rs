@@ -1,0 +1,90 @@
+//! TLS controls: protocols, suite classes, DHE size, downgrade protection,
+//! renegotiation and compression.
+
+use super::Outcome;
+use crate::evidence::EndpointFacts;
+use crate::policy::Check;
+use crate::probe::tls::{FallbackScsv, Protocol, TlsEvidence};
+
+pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut Outcome) {
+    let at = &ep.label;
+    let src = &tls.source;
+    match c {
+        Check::TlsProtocols { allowed } => {
+            let allowed: Vec<Protocol> = allowed.iter().map(|p| p.0).collect();
+            let offered = tls.offered_protocols();
+            for p in &offered {
+                if !allowed.contains(p) {
+                    out.fail(format!("{p} offered on {at} [{src}]"));
+                }
+            }
+            if offered.is_empty() {
+                out.error(format!("{at}: no protocol version was accepted [{src}]"));
+            } else if offered.iter().all(|p| allowed.contains(p)) {
+                let list: Vec<&str> = offered.iter().map(|p| p.name()).collect();
+                out.ok(format!("{at} offers only {} [{src}]", list.join(", ")));
+            }
+        }
+        Check::TlsCipherClasses { forbidden } => {
+            let mut any = false;
+            for ps in tls.protocols.iter().filter(|p| p.offered) {
+                for s in &ps.suites {
+                    any = true;
+                    let bad: Vec<String> = s
+                        .classes
+                        .iter()
+                        .filter(|c| forbidden.iter().any(|f| f.0 == **c))
+                        .map(|c| format!("{c:?}").to_lowercase())
+                        .collect();
+                    if !bad.is_empty() {
+                        out.fail(format!(
+                            "{} ({}) offered with {} on {at} [{src}]",
+                            s.iana,
+                            bad.join(", "),
+                            ps.protocol
+                        ));
+                    }
+                }
+            }
+            if !any {
+                out.error(format!("{at}: no cipher suites were enumerated [{src}]"));
+            } else if out.failures.is_empty() {
+                out.ok(format!("{at}: no offered suite is in a forbidden class [{src}]"));
+            }
+        }
+        Check::TlsDheMinBits { min_bits } => match tls.dhe_bits {
+            Some(b) if b < *min_bits => {
+                out.fail(format!("{b}-bit DHE prime on {at}, policy needs ≥ {min_bits} [{src}]"))
+            }
+            Some(b) => out.ok(format!("{b}-bit DHE prime on {at} [{src}]")),
+            None => out.ok(format!("{at}: no finite-field DHE suite offered [{src}]")),
+        },
+        Check::TlsDowngradeProtection {} => match tls.fallback_scsv {
+            Some(FallbackScsv::Enforced) => {
+                out.ok(format!("{at} refuses downgraded handshakes (TLS_FALLBACK_SCSV) [{src}]"))
+            }
+            Some(FallbackScsv::NotApplicable) => {
+                out.ok(format!("{at} offers a single protocol version, no downgrade possible [{src}]"))
+            }
+            Some(FallbackScsv::Ignored) => out.fail(format!(
+                "{at} accepts a downgraded handshake despite TLS_FALLBACK_SCSV [{src}]"
+            )),
+            None => out.error(format!("{at}: TLS_FALLBACK_SCSV behaviour not established [{src}]")),
+        },
+        Check::TlsRenegotiationCompression {} => {
+            match tls.secure_renegotiation {
+                Some(false) => out.fail(format!(
+                    "{at} lacks RFC 5746 secure renegotiation [{src}]"
+                )),
+                Some(true) => out.ok(format!("{at} supports secure renegotiation [{src}]")),
+                None => {}
+            }
+            match tls.compression {
+                Some(true) => out.fail(format!("{at} accepts TLS compression (CRIME) [{src}]")),
+                Some(false) => out.ok(format!("{at} refuses TLS compression [{src}]")),
+                None => out.error(format!("{at}: TLS compression not established [{src}]")),
+            }
+        }
+        _ => {}
+    }
+}
