@@ -152,7 +152,10 @@ impl Inventory {
                 return Err(InputError::at(
                     file,
                     &id.referenced,
-                    format!("system id {:?}: use 1–64 letters, digits, '-', '_' or '.'", id.value),
+                    format!(
+                        "system id {:?}: use 1–64 letters, digits, '-', '_' or '.'",
+                        id.value
+                    ),
                 ));
             }
             if !ids.insert(id.value.clone()) {

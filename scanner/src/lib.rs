@@ -4,12 +4,12 @@
 pub mod checks;
 pub mod evidence;
 pub mod inventory;
+pub mod nmap;
+pub mod nmap_run;
 pub mod policy;
 pub mod probe;
-pub mod waiver;
-pub mod yaml;
-pub mod nmap;
 pub mod report;
 pub mod scan;
 pub mod verdict;
-pub mod nmap_run;
+pub mod waiver;
+pub mod yaml;

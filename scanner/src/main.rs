@@ -193,7 +193,10 @@ fn input<E: std::fmt::Display>(e: E) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("popscan: cannot start runtime: {e}");
@@ -242,7 +245,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             };
             if let Some(t) = &trust_bundle {
                 if !t.is_file() {
-                    return Err(Failure(2, format!("{}: trust bundle not found", t.display())));
+                    return Err(Failure(
+                        2,
+                        format!("{}: trust bundle not found", t.display()),
+                    ));
                 }
             }
             let mut evidence = NmapEvidence::default();
@@ -258,7 +264,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 evidence.hosts.extend(scan.hosts);
             }
             if no_probe && evidence.hosts.is_empty() {
-                return Err(Failure(2, "--no-probe needs --nmap FILE or --run-nmap".into()));
+                return Err(Failure(
+                    2,
+                    "--no-probe needs --nmap FILE or --run-nmap".into(),
+                ));
             }
             let opts = ScanOptions {
                 live: !no_probe,
@@ -284,9 +293,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             if let (Some(key), Some(dir)) = (&key, &verdicts_dir) {
                 let verdicts = scanner::verdict::build(&report, opts.now);
-                let written = scanner::verdict::write_all(dir, &verdicts, key)
-                    .map_err(|e| Failure(2, e))?;
-                eprintln!("popscan: {} signed verdicts written to {}", written.len(), dir.display());
+                let written =
+                    scanner::verdict::write_all(dir, &verdicts, key).map_err(|e| Failure(2, e))?;
+                eprintln!(
+                    "popscan: {} signed verdicts written to {}",
+                    written.len(),
+                    dir.display()
+                );
             }
             let to_tty = output.is_none() && std::io::stdout().is_terminal();
             let format = format.unwrap_or(if to_tty { Format::Table } else { Format::Json });
@@ -306,7 +319,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let addr = scanner::probe::ports::resolve(&host, port)
                 .await
                 .map_err(|e| Failure(3, e))?;
-            let sni = sni.or_else(|| host.parse::<std::net::IpAddr>().is_err().then(|| host.clone()));
+            let sni = sni.or_else(|| {
+                host.parse::<std::net::IpAddr>()
+                    .is_err()
+                    .then(|| host.clone())
+            });
             let t = Target {
                 addr,
                 sni,
@@ -319,7 +336,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .map_err(|e| Failure(3, e.to_string()))?;
             let text = match format {
                 ProbeFormat::Json => serde_json::to_string_pretty(&ev).map_err(input)? + "\n",
-                ProbeFormat::Table => scanner::probe::tls::render::table(&target, &ev, started.elapsed()),
+                ProbeFormat::Table => {
+                    scanner::probe::tls::render::table(&target, &ev, started.elapsed())
+                }
             };
             emit(None, &text)?;
             Ok(0)
@@ -333,7 +352,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             } => {
                 let set = PolicySet::load_dir(&policies).map_err(input)?;
                 let p = set.for_level(level).ok_or_else(|| {
-                    Failure(2, format!("no policy for level {level} in {}", policies.display()))
+                    Failure(
+                        2,
+                        format!("no policy for level {level} in {}", policies.display()),
+                    )
                 })?;
                 let text = match format {
                     ProbeFormat::Json => serde_json::to_string_pretty(p).map_err(input)? + "\n",
@@ -360,7 +382,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                                 "{}: signature ok; agency {}{}, result {:?}, valid until {}\n",
                                 file.display(),
                                 v.agency,
-                                v.system.as_deref().map(|s| format!(", system {s}")).unwrap_or_default(),
+                                v.system
+                                    .as_deref()
+                                    .map(|s| format!(", system {s}"))
+                                    .unwrap_or_default(),
                                 v.result,
                                 v.valid_until
                             )
@@ -376,7 +401,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                     .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
                 let (env, v) = certs::verdict::open_unverified(&bytes)
                     .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
-                let mut text = format!("# key id {} (signature NOT checked; use `popscan verdict verify`)\n", env.key_id);
+                let mut text = format!(
+                    "# key id {} (signature NOT checked; use `popscan verdict verify`)\n",
+                    env.key_id
+                );
                 text += &serde_json::to_string_pretty(&v).map_err(input)?;
                 text.push('\n');
                 emit(None, &text)?;
@@ -438,7 +466,14 @@ fn validate(path: &Path) -> Result<u8, Failure> {
     if path.is_dir() {
         let set = PolicySet::load_dir(path).map_err(input)?;
         let levels: Vec<String> = set.by_level.keys().map(|l| l.to_string()).collect();
-        emit(None, &format!("{}: ok, policies for levels {}\n", path.display(), levels.join(", ")))?;
+        emit(
+            None,
+            &format!(
+                "{}: ok, policies for levels {}\n",
+                path.display(),
+                levels.join(", ")
+            ),
+        )?;
         return Ok(0);
     }
     let text = std::fs::read_to_string(path)
@@ -452,7 +487,12 @@ fn validate(path: &Path) -> Result<u8, Failure> {
         format!("{} waivers", w.list.len())
     } else {
         let p = policy::load_policy(path).map_err(input)?;
-        format!("policy {} (level {}, {} controls)", p.id, p.level, p.controls.len())
+        format!(
+            "policy {} (level {}, {} controls)",
+            p.id,
+            p.level,
+            p.controls.len()
+        )
     };
     emit(None, &format!("{}: ok, {summary}\n", path.display()))?;
     Ok(0)

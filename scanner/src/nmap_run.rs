@@ -9,7 +9,11 @@ use crate::policy::{Check, PolicySet};
 
 /// Runs `nmap -Pn -sT -sV --script ssl-enum-ciphers,ssl-cert` and returns
 /// the path of the XML it wrote (in the system temp dir).
-pub async fn run(inv: &Inventory, policies: &PolicySet, timeout: Duration) -> Result<PathBuf, String> {
+pub async fn run(
+    inv: &Inventory,
+    policies: &PolicySet,
+    timeout: Duration,
+) -> Result<PathBuf, String> {
     let mut hosts: Vec<String> = Vec::new();
     let mut ports: Vec<u16> = Vec::new();
     for s in &inv.systems {

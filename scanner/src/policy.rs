@@ -142,7 +142,9 @@ impl Check {
             | Check::CertExpiry { .. }
             | Check::CertHostname {}
             | Check::CertServerAuthEku {} => "certificate",
-            Check::HttpHsts { .. } | Check::HttpHeader { .. } | Check::HttpServerBanner {} => "http",
+            Check::HttpHsts { .. } | Check::HttpHeader { .. } | Check::HttpServerBanner {} => {
+                "http"
+            }
             Check::PortsForbidden { .. } => "ports",
         }
     }
@@ -233,7 +235,14 @@ impl PolicySet {
             if let Some(prev) = by_level.insert(p.level, p) {
                 return Err(InputError::whole(
                     &f,
-                    format!("a second policy for level {} (also {})", prev.level, prev.files.last().map(|p| p.display().to_string()).unwrap_or_default()),
+                    format!(
+                        "a second policy for level {} (also {})",
+                        prev.level,
+                        prev.files
+                            .last()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -257,13 +266,16 @@ pub fn load_policy(file: &Path) -> Result<Policy, InputError> {
 fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError> {
     let canon = file.canonicalize().unwrap_or_else(|_| file.to_owned());
     if seen.contains(&canon) {
-        return Err(InputError::whole(file, "policy `extends` chain loops back to this file"));
+        return Err(InputError::whole(
+            file,
+            "policy `extends` chain loops back to this file",
+        ));
     }
     seen.push(canon);
-    let text = std::fs::read(file)
-        .map_err(|e| InputError::whole(file, format!("cannot read: {e}")))?;
-    let text_str = String::from_utf8(text.clone())
-        .map_err(|_| InputError::whole(file, "not UTF-8 text"))?;
+    let text =
+        std::fs::read(file).map_err(|e| InputError::whole(file, format!("cannot read: {e}")))?;
+    let text_str =
+        String::from_utf8(text.clone()).map_err(|_| InputError::whole(file, "not UTF-8 text"))?;
     let raw: RawPolicy = yaml::parse(file, &text_str)?;
     check_id(file, &raw.id, "policy")?;
     if !(1..=5).contains(&raw.level.value) {
@@ -280,7 +292,10 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
                 InputError::at(
                     file,
                     &parent.referenced,
-                    format!("extends {:?}: no policy with that id next to this file", parent.value),
+                    format!(
+                        "extends {:?}: no policy with that id next to this file",
+                        parent.value
+                    ),
                 )
             })?;
             let p = load_chain(&parent_file, seen)?;
@@ -297,7 +312,10 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
             Some(p)
         }
     };
-    let mut controls: Vec<Control> = base.as_mut().map(|b| std::mem::take(&mut b.controls)).unwrap_or_default();
+    let mut controls: Vec<Control> = base
+        .as_mut()
+        .map(|b| std::mem::take(&mut b.controls))
+        .unwrap_or_default();
     let mut own_ids = Vec::new();
     for c in raw.controls {
         let c = c.value;
@@ -400,7 +418,10 @@ fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), InputEr
         Err(InputError::at(
             file,
             &id.referenced,
-            format!("{what} id {:?}: use 1–64 lowercase letters, digits, '-', '_' or '.'", id.value),
+            format!(
+                "{what} id {:?}: use 1–64 lowercase letters, digits, '-', '_' or '.'",
+                id.value
+            ),
         ))
     }
 }
@@ -524,10 +545,26 @@ controls:
         let d = tempfile::tempdir().unwrap();
         for (bad, line, needle) in [
             (L1.replace("TLSv1.0,", "TLSv9,"), 14, "unknown protocol"),
-            (L1.replace("kind: cert_expiry", "kind: cert_expiryy"), 20, "cert_expiryy"),
-            (L1.replace("severity: medium", "severity: urgent"), 18, "urgent"),
-            (L1.replace("min_days: 7", "min_days: 7, extra: 1"), 20, "extra"),
-            (L1.replace("id: cert.expiry", "id: Cert Expiry"), 15, "control id"),
+            (
+                L1.replace("kind: cert_expiry", "kind: cert_expiryy"),
+                20,
+                "cert_expiryy",
+            ),
+            (
+                L1.replace("severity: medium", "severity: urgent"),
+                18,
+                "urgent",
+            ),
+            (
+                L1.replace("min_days: 7", "min_days: 7, extra: 1"),
+                20,
+                "extra",
+            ),
+            (
+                L1.replace("id: cert.expiry", "id: Cert Expiry"),
+                15,
+                "control id",
+            ),
             (L1.replace("level: 1", "level: 9"), 3, "not one of 1..5"),
         ] {
             let f = write(d.path(), "level-1.yaml", &bad);
@@ -535,7 +572,11 @@ controls:
             assert!(e.to_string().contains(needle), "{e}");
             assert_eq!(e.pos.map(|p| p.0), Some(line), "{needle}: {e}");
         }
-        let f = write(d.path(), "level-2.yaml", &L1.replace("level: 1", "level: 2\nextends: nowhere"));
+        let f = write(
+            d.path(),
+            "level-2.yaml",
+            &L1.replace("level: 1", "level: 2\nextends: nowhere"),
+        );
         let e = load_policy(&f).unwrap_err();
         assert!(e.to_string().contains("nowhere"), "{e}");
     }

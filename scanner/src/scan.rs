@@ -64,20 +64,21 @@ pub async fn run(
     progress: Option<Progress>,
 ) -> Report {
     let started = opts.now;
-    let mut reports: Vec<(usize, SystemReport)> = stream::iter(inventory.systems.iter().enumerate())
-        .map(|(i, sys)| {
-            let progress = progress.clone();
-            async move {
-                let r = scan_system(sys, policies, waivers, nmap, opts).await;
-                if let Some(p) = &progress {
-                    p(&r);
+    let mut reports: Vec<(usize, SystemReport)> =
+        stream::iter(inventory.systems.iter().enumerate())
+            .map(|(i, sys)| {
+                let progress = progress.clone();
+                async move {
+                    let r = scan_system(sys, policies, waivers, nmap, opts).await;
+                    if let Some(p) = &progress {
+                        p(&r);
+                    }
+                    (i, r)
                 }
-                (i, r)
-            }
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
     reports.sort_by_key(|(i, _)| *i);
     let systems: Vec<SystemReport> = reports.into_iter().map(|(_, r)| r).collect();
     Report {
@@ -226,12 +227,9 @@ async fn gather(
     nmap: &NmapEvidence,
     opts: &ScanOptions,
 ) -> SystemEvidence {
-    let endpoints = futures::future::join_all(
-        sys.endpoints
-            .iter()
-            .map(|e| endpoint_facts(e, nmap, opts)),
-    )
-    .await;
+    let endpoints =
+        futures::future::join_all(sys.endpoints.iter().map(|e| endpoint_facts(e, nmap, opts)))
+            .await;
     let mut hosts = Vec::new();
     for host in sys.hosts() {
         let mut seen = Vec::new();
@@ -294,29 +292,32 @@ async fn endpoint_facts(
     } else {
         Err("live probes are off".into())
     };
-    let tls: Option<Fact<TlsEvidence>> = if !e.service.is_tls() {
-        None
-    } else if opts.live {
-        Some(match &addr {
-            Err(err) => Err(err.clone()),
-            Ok(a) => {
-                let target = Target {
-                    addr: *a,
-                    sni: sni.clone(),
-                    connect_timeout: opts.connect_timeout,
-                    exchange_timeout: opts.timeout,
-                };
-                let limits = ProbeLimits {
-                    parallel: opts.per_endpoint,
-                };
-                tls::probe(target, &limits).await.map_err(|err| err.error.to_string())
-            }
-        })
-    } else {
-        Some(from_nmap().ok_or_else(|| {
-            format!("no nmap ssl-enum-ciphers/ssl-cert output for {}", e.label())
-        }))
-    };
+    let tls: Option<Fact<TlsEvidence>> =
+        if !e.service.is_tls() {
+            None
+        } else if opts.live {
+            Some(match &addr {
+                Err(err) => Err(err.clone()),
+                Ok(a) => {
+                    let target = Target {
+                        addr: *a,
+                        sni: sni.clone(),
+                        connect_timeout: opts.connect_timeout,
+                        exchange_timeout: opts.timeout,
+                    };
+                    let limits = ProbeLimits {
+                        parallel: opts.per_endpoint,
+                    };
+                    tls::probe(target, &limits)
+                        .await
+                        .map_err(|err| err.error.to_string())
+                }
+            })
+        } else {
+            Some(from_nmap().ok_or_else(|| {
+                format!("no nmap ssl-enum-ciphers/ssl-cert output for {}", e.label())
+            }))
+        };
     let http = if e.service != ServiceKind::Https {
         None
     } else if opts.live {
@@ -325,7 +326,9 @@ async fn endpoint_facts(
             Ok(a) => http::fetch_headers(*a, &e.hostname, opts.timeout).await,
         })
     } else {
-        Some(Err("HTTP headers need a live probe (nmap XML does not carry them)".into()))
+        Some(Err(
+            "HTTP headers need a live probe (nmap XML does not carry them)".into(),
+        ))
     };
     EndpointFacts {
         label: e.label(),

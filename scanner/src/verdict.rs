@@ -53,9 +53,12 @@ fn outcome(s: &SystemReport) -> SystemOutcome {
             .errors
             .iter()
             .cloned()
-            .chain(s.controls.iter().filter(|c| c.status == Status::Error).flat_map(|c| {
-                c.errors.iter().map(move |e| format!("{}: {e}", c.id))
-            }))
+            .chain(
+                s.controls
+                    .iter()
+                    .filter(|c| c.status == Status::Error)
+                    .flat_map(|c| c.errors.iter().map(move |e| format!("{}: {e}", c.id))),
+            )
             .collect(),
     }
 }

@@ -80,7 +80,11 @@ impl Waivers {
                 ));
             }
             if w.approver.value.trim().is_empty() {
-                return Err(InputError::at(file, &w.approver.referenced, "approver is empty"));
+                return Err(InputError::at(
+                    file,
+                    &w.approver.referenced,
+                    "approver is empty",
+                ));
             }
             let Some(expires) = parse_date(&w.expires.value) else {
                 return Err(InputError::at(

@@ -143,6 +143,15 @@ impl TargetPki {
     /// A leaf signed with a SHA-1 signature by the test CA (via openssl,
     /// which rcgen rightly refuses to do).
     pub fn sha1_leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.openssl_leaf(name, "rsa:2048", "-sha1")
+    }
+
+    /// An RSA-1024 leaf by the test CA (ring refuses to handle such keys).
+    pub fn rsa1024_leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.openssl_leaf(name, "rsa:1024", "-sha256")
+    }
+
+    fn openssl_leaf(&self, name: &str, newkey: &str, digest: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
         let key = d.join(format!("{name}.key"));
         let csr = d.join(format!("{name}.csr"));
@@ -156,7 +165,7 @@ impl TargetPki {
         run_openssl(&[
             "req",
             "-newkey",
-            "rsa:2048",
+            newkey,
             "-nodes",
             "-subj",
             "/CN=localhost",
@@ -168,7 +177,7 @@ impl TargetPki {
         run_openssl(&[
             "x509",
             "-req",
-            "-sha1",
+            digest,
             "-days",
             "60",
             "-in",
@@ -203,6 +212,8 @@ impl TargetPki {
             "/CN=localhost",
             "-addext",
             "subjectAltName=DNS:localhost",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
             "-keyout",
             path(&key),
             "-out",
@@ -355,5 +366,99 @@ impl HostileServer {
 impl Drop for HostileServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A small HTTPS server on rustls (TLS 1.2 + 1.3, forward-secret AEAD suites
+/// only) that answers every request with 200 and the given headers: a
+/// well-configured agency system, or one missing a header.
+pub struct HttpsTarget {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpsTarget {
+    pub fn start(ip: &str, cert: &Path, key: &Path, headers: &[(&str, &str)]) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("cert file")
+            .collect::<Result<_, _>>()
+            .expect("cert pem");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key pem");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut head = String::from("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n{}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while !flag.load(Ordering::Relaxed) {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+                    let Ok(Ok((tcp, _))) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let head = head.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let mut buf = vec![0u8; 8192];
+                        let mut got = Vec::new();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = tls.write_all(head.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+        });
+        HttpsTarget { port, stop }
+    }
+}
+
+impl Drop for HttpsTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A plain TCP listener that accepts and says nothing: an open "telnet" port.
+pub struct OpenPort {
+    pub port: u16,
+    _listener: TcpListener,
+}
+
+impl OpenPort {
+    pub fn start(ip: &str) -> Self {
+        let l = TcpListener::bind((ip, 0)).expect("bind");
+        OpenPort {
+            port: l.local_addr().expect("addr").port(),
+            _listener: l,
+        }
     }
 }

@@ -52,12 +52,18 @@ pub struct CertFacts {
 
 impl CertFacts {
     pub fn parse(der: &[u8]) -> Result<CertFacts, String> {
-        let cert = Certificate::from_der(der).map_err(|e| format!("certificate does not parse: {e}"))?;
+        let cert =
+            Certificate::from_der(der).map_err(|e| format!("certificate does not parse: {e}"))?;
         let tbs = &cert.tbs_certificate;
         let spki = &tbs.subject_public_key_info;
         let alg = spki.algorithm.oid.to_string();
         let (key, key_bits) = match alg.as_str() {
-            RSA => (KeyKind::Rsa, spki.subject_public_key.as_bytes().and_then(rsa_modulus_bits)),
+            RSA => (
+                KeyKind::Rsa,
+                spki.subject_public_key
+                    .as_bytes()
+                    .and_then(rsa_modulus_bits),
+            ),
             EC => {
                 let curve = spki
                     .algorithm
@@ -165,8 +171,15 @@ pub(super) fn check(
         Err(e) => return out.fail(format!("{at}: leaf {e}")),
     };
     match c {
-        Check::CertKeySize { rsa_min_bits, ec_min_bits } => {
-            let desc = format!("{:?} {}", leaf.key, leaf.key_bits.map(|b| b.to_string()).unwrap_or("?".into()));
+        Check::CertKeySize {
+            rsa_min_bits,
+            ec_min_bits,
+        } => {
+            let desc = format!(
+                "{:?} {}",
+                leaf.key,
+                leaf.key_bits.map(|b| b.to_string()).unwrap_or("?".into())
+            );
             match (leaf.key, leaf.key_bits) {
                 (KeyKind::Rsa, Some(b)) if b < *rsa_min_bits => out.fail(format!(
                     "{at}: RSA-{b} key, policy needs ≥ {rsa_min_bits} ({})",
@@ -192,7 +205,10 @@ pub(super) fn check(
                             "{at}: certificate #{i} ({}) is signed with {}",
                             f.subject, f.signature
                         )),
-                        _ => out.ok(format!("{at}: certificate #{i} signed with {}", f.signature)),
+                        _ => out.ok(format!(
+                            "{at}: certificate #{i} signed with {}",
+                            f.signature
+                        )),
                     },
                     Err(e) => out.fail(format!("{at}: certificate #{i} {e}")),
                 }
@@ -208,7 +224,9 @@ pub(super) fn check(
                     "{at}: chain verifies to a trust anchor in {}",
                     path.display()
                 )),
-                Err(ChainError::Bundle(e)) => out.error(format!("trust bundle {}: {e}", path.display())),
+                Err(ChainError::Bundle(e)) => {
+                    out.error(format!("trust bundle {}: {e}", path.display()))
+                }
                 Err(ChainError::Untrusted(e)) => out.fail(format!(
                     "{at}: chain for {} (issuer {}) does not verify against {}: {e}",
                     leaf.subject,
@@ -220,9 +238,15 @@ pub(super) fn check(
         Check::CertExpiry { min_days } => {
             let now = ctx.now_unix;
             if now < leaf.not_before {
-                out.fail(format!("{at}: certificate not valid before {}", day(leaf.not_before)));
+                out.fail(format!(
+                    "{at}: certificate not valid before {}",
+                    day(leaf.not_before)
+                ));
             } else if now > leaf.not_after {
-                out.fail(format!("{at}: certificate expired on {}", day(leaf.not_after)));
+                out.fail(format!(
+                    "{at}: certificate expired on {}",
+                    day(leaf.not_after)
+                ));
             } else {
                 let left = (leaf.not_after - now) / 86_400;
                 if left < *min_days as i64 {
@@ -231,7 +255,10 @@ pub(super) fn check(
                         day(leaf.not_after)
                     ));
                 } else {
-                    out.ok(format!("{at}: certificate valid until {} ({left} days)", day(leaf.not_after)));
+                    out.ok(format!(
+                        "{at}: certificate valid until {} ({left} days)",
+                        day(leaf.not_after)
+                    ));
                 }
             }
         }
@@ -240,7 +267,10 @@ pub(super) fn check(
                 Ok(ip) => ServerName::IpAddress(ip.into()),
                 Err(_) => match ServerName::try_from(ep.hostname.clone()) {
                     Ok(n) => n,
-                    Err(_) => return out.error(format!("{at}: {:?} is not a valid hostname", ep.hostname)),
+                    Err(_) => {
+                        return out
+                            .error(format!("{at}: {:?} is not a valid hostname", ep.hostname))
+                    }
                 },
             };
             let der = CertificateDer::from(chain[0].as_slice());
@@ -258,7 +288,9 @@ pub(super) fn check(
         Check::CertServerAuthEku {} => match leaf.server_auth_eku {
             Some(true) => out.ok(format!("{at}: extendedKeyUsage includes serverAuth")),
             Some(false) => out.fail(format!("{at}: extendedKeyUsage lacks serverAuth")),
-            None => out.fail(format!("{at}: certificate has no extendedKeyUsage extension")),
+            None => out.fail(format!(
+                "{at}: certificate has no extendedKeyUsage extension"
+            )),
         },
         _ => {}
     }
@@ -285,8 +317,12 @@ fn verify_chain(chain: &[Vec<u8>], bundle: &Path, now: i64) -> Result<(), ChainE
         .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
         .collect();
     let leaf = CertificateDer::from(chain[0].as_slice());
-    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| ChainError::Untrusted(e.to_string()))?;
-    let inter: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let ee =
+        webpki::EndEntityCert::try_from(&leaf).map_err(|e| ChainError::Untrusted(e.to_string()))?;
+    let inter: Vec<CertificateDer<'_>> = chain[1..]
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let at = |t: i64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0) as u64));
     let verify = |t: i64| {
         ee.verify_for_usage(

@@ -53,8 +53,14 @@ fn hsts_max_age(v: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn hsts_values() {
-        assert_eq!(super::hsts_max_age("max-age=31536000; includeSubDomains"), Some(31536000));
-        assert_eq!(super::hsts_max_age("includeSubDomains; MAX-AGE=\"600\""), Some(600));
+        assert_eq!(
+            super::hsts_max_age("max-age=31536000; includeSubDomains"),
+            Some(31536000)
+        );
+        assert_eq!(
+            super::hsts_max_age("includeSubDomains; MAX-AGE=\"600\""),
+            Some(600)
+        );
         assert_eq!(super::hsts_max_age("max-age=abc"), None);
     }
 }

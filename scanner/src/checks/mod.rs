@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::{EndpointFacts, SystemEvidence};
-use crate::probe::tls::TlsEvidence;
 use crate::policy::{Check, Control};
+use crate::probe::tls::TlsEvidence;
 
 pub use cert::{CertFacts, KeyKind};
 
@@ -118,7 +118,9 @@ pub fn evaluate(control: &Control, ev: &SystemEvidence, ctx: &CheckContext) -> O
             for ep in &ev.endpoints {
                 match &ep.http {
                     None => {}
-                    Some(Err(e)) => out.error(format!("{}: HTTP headers not fetched: {e}", ep.label)),
+                    Some(Err(e)) => {
+                        out.error(format!("{}: HTTP headers not fetched: {e}", ep.label))
+                    }
                     Some(Ok(h)) => http::check(c, ep, h, &mut out),
                 }
             }

@@ -29,7 +29,11 @@ pub(super) fn forbidden(list: &[NamedPort], ev: &SystemEvidence, out: &mut Outco
             }
         }
         if !clean.is_empty() {
-            out.ok(format!("{}: ports {} not open", host.host, clean.join(", ")));
+            out.ok(format!(
+                "{}: ports {} not open",
+                host.host,
+                clean.join(", ")
+            ));
         }
     }
 }

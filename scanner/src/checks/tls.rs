@@ -63,6 +63,9 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
             Some(FallbackScsv::Enforced) => {
                 out.ok(format!("{at} refuses downgraded handshakes (TLS_FALLBACK_SCSV) [{src}]"))
             }
+            Some(FallbackScsv::Sentinel) => out.ok(format!(
+                "{at} ignores TLS_FALLBACK_SCSV but marks downgraded handshakes with the RFC 8446 sentinel [{src}]"
+            )),
             Some(FallbackScsv::NotApplicable) => {
                 out.ok(format!("{at} offers a single protocol version, no downgrade possible [{src}]"))
             }

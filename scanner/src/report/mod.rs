@@ -85,7 +85,10 @@ pub struct SystemReport {
 
 impl SystemReport {
     pub fn failed_controls(&self) -> Vec<&ControlResult> {
-        self.controls.iter().filter(|c| c.status == Status::Fail).collect()
+        self.controls
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .collect()
     }
 }
 

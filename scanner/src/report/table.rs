@@ -39,13 +39,21 @@ pub fn render_table(r: &Report, colour: bool) -> String {
         let _ = writeln!(
             o,
             "{}  {} — {} ({} {}, level {}, policy {})",
-            paint(colour, result_code(s.result), &format!("{:<5}", s.result.name().to_uppercase())),
+            paint(
+                colour,
+                result_code(s.result),
+                &format!("{:<5}", s.result.name().to_uppercase())
+            ),
             s.id,
             s.name,
             s.agency_kind.name(),
             s.agency,
             s.level,
-            if s.policy_id.is_empty() { "-" } else { &s.policy_id },
+            if s.policy_id.is_empty() {
+                "-"
+            } else {
+                &s.policy_id
+            },
         );
         for e in &s.errors {
             let _ = writeln!(o, "       {} {e}", paint(colour, "33", "error:"));
@@ -54,7 +62,11 @@ pub fn render_table(r: &Report, colour: bool) -> String {
             let _ = writeln!(
                 o,
                 "       {} {:<8} {:<28} {}",
-                paint(colour, status_code(c.status), &format!("{:<6}", c.status.name())),
+                paint(
+                    colour,
+                    status_code(c.status),
+                    &format!("{:<6}", c.status.name())
+                ),
                 c.severity.name(),
                 c.id,
                 c.title
@@ -73,7 +85,11 @@ pub fn render_table(r: &Report, colour: bool) -> String {
                     "              └ waiver by {} until {}{}: {}",
                     w.approver,
                     w.expires,
-                    if w.expired { " (EXPIRED, not applied)" } else { "" },
+                    if w.expired {
+                        " (EXPIRED, not applied)"
+                    } else {
+                        ""
+                    },
                     w.justification
                 );
             }

@@ -315,6 +315,7 @@ pub async fn probe(target: Target, limits: &ProbeLimits) -> Result<TlsEvidence, 
         spec.fallback_scsv = true;
         match prober.send(&spec, false).await.map_err(err)? {
             Answer::Alert(ALERT_INAPPROPRIATE_FALLBACK) => Some(FallbackScsv::Enforced),
+            Answer::Hello(f) if f.hello.downgrade_sentinel => Some(FallbackScsv::Sentinel),
             Answer::Hello(_) => Some(FallbackScsv::Ignored),
             // Refused some other way: not what RFC 7507 asks, not a downgrade
             // either; leave it unestablished rather than guess.

@@ -133,6 +133,9 @@ pub struct OfferedGroup {
 pub enum FallbackScsv {
     /// Refused the downgraded handshake with `inappropriate_fallback`.
     Enforced,
+    /// Ignored the SCSV but marked its ServerHello with the RFC 8446
+    /// downgrade sentinel, so TLS 1.3 clients detect and abort the downgrade.
+    Sentinel,
     /// Completed the downgraded handshake.
     Ignored,
     /// Only one protocol version is offered, so no downgrade is possible.

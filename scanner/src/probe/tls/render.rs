@@ -33,7 +33,11 @@ pub fn table(target: &str, ev: &TlsEvidence, took: Duration) -> String {
         };
         let _ = writeln!(o, "\n{} cipher suites ({order})", p.protocol.name());
         for s in &p.suites {
-            let classes: Vec<String> = s.classes.iter().map(|c| format!("{c:?}").to_lowercase()).collect();
+            let classes: Vec<String> = s
+                .classes
+                .iter()
+                .map(|c| format!("{c:?}").to_lowercase())
+                .collect();
             let _ = writeln!(
                 o,
                 "  0x{:04X}  {:<48} {:<32} {}",
@@ -46,19 +50,34 @@ pub fn table(target: &str, ev: &TlsEvidence, took: Duration) -> String {
     }
     let groups = match &ev.groups {
         Some(g) if g.is_empty() => "none".to_string(),
-        Some(g) => g.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+        Some(g) => g
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         None => "not established".to_string(),
     };
     let _ = writeln!(o, "\nKey exchange groups: {groups}");
     let _ = writeln!(
         o,
         "DHE prime: {}",
-        ev.dhe_bits.map(|b| format!("{b} bits")).unwrap_or_else(|| "no DHE".into())
+        ev.dhe_bits
+            .map(|b| format!("{b} bits"))
+            .unwrap_or_else(|| "no DHE".into())
     );
-    let _ = writeln!(o, "Secure renegotiation: {}", yes_no(ev.secure_renegotiation, "supported", "NOT supported"));
-    let _ = writeln!(o, "TLS compression: {}", yes_no(ev.compression, "ACCEPTED (CRIME)", "refused"));
+    let _ = writeln!(
+        o,
+        "Secure renegotiation: {}",
+        yes_no(ev.secure_renegotiation, "supported", "NOT supported")
+    );
+    let _ = writeln!(
+        o,
+        "TLS compression: {}",
+        yes_no(ev.compression, "ACCEPTED (CRIME)", "refused")
+    );
     let fb = match ev.fallback_scsv {
         Some(FallbackScsv::Enforced) => "enforced",
+        Some(FallbackScsv::Sentinel) => "ignored, but RFC 8446 downgrade sentinel set",
         Some(FallbackScsv::Ignored) => "IGNORED (downgrade possible)",
         Some(FallbackScsv::NotApplicable) => "n/a (one protocol version)",
         None => "not established",

@@ -358,6 +358,8 @@ pub struct ServerHello {
     pub group: Option<u16>,
     /// RFC 5746 renegotiation_info present.
     pub secure_renegotiation: bool,
+    /// ServerHello.random ends with the RFC 8446 §4.1.3 downgrade sentinel.
+    pub downgrade_sentinel: bool,
     pub extensions: Vec<u16>,
 }
 
@@ -366,6 +368,7 @@ pub fn parse_server_hello(body: &[u8]) -> Result<ServerHello, Malformed> {
     let legacy_version = r.u16()?;
     let random = r.take(32)?;
     let is_hrr = random == HRR_RANDOM;
+    let downgrade_sentinel = random.ends_with(b"DOWNGRD\x01") || random.ends_with(b"DOWNGRD\x00");
     let sid = r.vec8()?;
     if sid.len() > 32 {
         return bad(format!("ServerHello: session id of {} bytes", sid.len()));
@@ -380,6 +383,7 @@ pub fn parse_server_hello(body: &[u8]) -> Result<ServerHello, Malformed> {
         is_hrr,
         group: None,
         secure_renegotiation: false,
+        downgrade_sentinel,
         extensions: Vec::new(),
     };
     if r.remaining() == 0 {
