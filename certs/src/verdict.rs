@@ -232,7 +232,10 @@ mod tests {
         let file = serde_json::to_vec(&sign(&sample(), &key)).unwrap();
         let v = verify(&file, &[other.verifying_key(), key.verifying_key()]).unwrap();
         assert_eq!(v, sample());
-        assert_eq!(v.failure_reason(), "control tls.protocols failed on hanoi-portal");
+        assert_eq!(
+            v.failure_reason(),
+            "control tls.protocols failed on hanoi-portal"
+        );
         assert!(matches!(
             verify(&file, &[other.verifying_key()]),
             Err(VerdictError::UnknownKey(_))

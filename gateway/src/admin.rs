@@ -29,11 +29,15 @@ pub struct Admin {
     pub upstream: Upstream,
     pub quota: Arc<QuotaEngine>,
     pub tls: crate::tls::TlsState,
+    pub drain: Arc<crate::shutdown::Drain>,
 }
 
 impl Admin {
     async fn readiness(&self) -> Vec<String> {
         let mut reasons = Vec::new();
+        if self.drain.draining() {
+            reasons.push("draining for shutdown".to_owned());
+        }
         if !self.audit.writable() {
             reasons.push("audit log not writable".to_owned());
         }

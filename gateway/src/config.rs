@@ -91,6 +91,12 @@ struct RawConfig {
     quota: Option<RawQuota>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    /// Compliance verdicts popscan signs; see `admission.rs`.
+    #[serde(default)]
+    admission: Option<crate::admission::RawAdmission>,
+    /// How long SIGTERM/SIGINT waits for in-flight requests (default 10 s).
+    #[serde(default)]
+    drain_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +208,8 @@ pub struct GatewayConfig {
     pub quota_state_dir: PathBuf,
     pub quota_redis: Option<RedisQuota>,
     pub admin_listen: Option<SocketAddr>,
+    pub admission: Option<crate::admission::AdmissionConfig>,
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +291,17 @@ impl GatewayConfig {
                 })?),
                 None => None,
             },
+            admission: match &raw.admission {
+                Some(a) => Some(crate::admission::AdmissionConfig::from_raw(path, base, a)?),
+                None => None,
+            },
+            drain_timeout: Duration::from_secs(match raw.drain_timeout_s {
+                Some(s) if s == 0 || s > 3600 => {
+                    return Err(ConfigError::new(path, "drain_timeout_s: must be 1..3600"))
+                }
+                Some(s) => s,
+                None => 10,
+            }),
         })
     }
 

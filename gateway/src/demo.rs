@@ -137,12 +137,14 @@ fn popgate_exe() -> String {
         .unwrap_or_else(|_| "popgate".into())
 }
 
-/// The audit keys `pki init` makes, created for PKI directories that
-/// predate them.
+/// The signing keys `pki init` makes (audit seals, popscan verdicts, the
+/// citizen-ID HMAC), created for PKI directories that predate them.
 pub fn ensure_audit_keys(pki_dir: &Path) -> Result<(), ConfigError> {
-    if !pki_dir.join("audit-seal.key").exists() {
-        certs::signing::generate_keypair(pki_dir, "audit-seal")
-            .map_err(|e| ConfigError::new(pki_dir, e.to_string()))?;
+    for name in ["audit-seal", "verdict-signing"] {
+        if !pki_dir.join(format!("{name}.key")).exists() {
+            certs::signing::generate_keypair(pki_dir, name)
+                .map_err(|e| ConfigError::new(pki_dir, e.to_string()))?;
+        }
     }
     let hmac = pki_dir.join("audit-hmac.key");
     if !hmac.exists() {

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod demo;
@@ -14,5 +15,6 @@ pub mod quota;
 pub mod refusal;
 pub mod registry;
 pub mod serve;
+pub mod shutdown;
 pub mod synthetic_registry;
 pub mod tls;

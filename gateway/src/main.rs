@@ -225,6 +225,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 dir.join("audit-seal.key").display(),
                 dir.join("audit-hmac.key").display()
             );
+            println!(
+                "verdicts: {} (popscan signs), {} (popgate admission trusts)",
+                dir.join("verdict-signing.key").display(),
+                dir.join("verdict-signing.pub").display()
+            );
             println!("server: {}", pki.server_cert_path().display());
             println!("CRL:    {}", pki.crl_path().display());
             for (id, cert) in issued {

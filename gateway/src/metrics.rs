@@ -3,8 +3,8 @@
 //! citizen IDs, so cardinality is bounded by the registry.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -22,6 +22,12 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub cert_expiry_days: IntGaugeVec,
     pub crl_next_update_days: IntGaugeVec,
+    pub upstream_duration: HistogramVec,
+    pub tls_handshakes: IntCounter,
+    pub tls_handshake_failures: IntCounterVec,
+    /// Requests between head received and context dropped.
+    pub inflight: IntGauge,
+    pub verdict_expiry_days: IntGaugeVec,
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -71,7 +77,46 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "popgate_upstream_duration_seconds",
+                "Time from choosing the upstream to its response head, by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(upstream_duration.clone()))
+            .expect("unique metric name");
+        let tls_handshakes = IntCounter::new(
+            "popgate_tls_handshakes_total",
+            "Handshakes whose client certificate was verified",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(tls_handshakes.clone()))
+            .expect("unique metric name");
         Metrics {
+            upstream_duration,
+            tls_handshakes,
+            tls_handshake_failures: counter_vec(
+                &r,
+                "popgate_tls_handshake_failures_total",
+                "Client certificates refused in the handshake, by reason",
+                &["reason"],
+            ),
+            inflight: gauge(
+                &r,
+                "popgate_inflight_requests",
+                "Requests being processed right now",
+            ),
+            verdict_expiry_days: gauge_vec(
+                &r,
+                "popgate_admission_verdict_expiry_days",
+                "Whole days until the agency's compliance verdict expires (negative: expired)",
+                &["agency"],
+            ),
             requests: counter_vec(
                 &r,
                 "popgate_requests_total",
@@ -139,11 +184,33 @@ impl Metrics {
         }
     }
 
+    /// Adds a metric owned elsewhere (e.g. the audit writer's fsync histogram).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!(error = %e, "metric not registered");
+        }
+    }
+
+    pub fn set_verdict_expiry(&self, days: &[(String, i64)]) {
+        self.verdict_expiry_days.reset();
+        for (agency, d) in days {
+            self.verdict_expiry_days
+                .with_label_values(&[agency])
+                .set(*d);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

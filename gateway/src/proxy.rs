@@ -52,6 +52,10 @@ pub struct RequestCtx {
     pub audit_failed: bool,
     /// Quota admission; its concurrency slot is released when the request ends.
     pub permit: Option<crate::quota::Permit>,
+    /// When the upstream was chosen, for the upstream duration histogram.
+    pub upstream_started: Option<Instant>,
+    /// Counts the request in `popgate_inflight_requests` (and the drain).
+    pub _inflight: crate::shutdown::InflightGuard,
 }
 
 pub struct Gateway {
@@ -61,6 +65,9 @@ pub struct Gateway {
     pub audit: AuditLog,
     pub quota: Arc<crate::quota::QuotaEngine>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Compliance verdicts, when `admission:` is configured.
+    pub admission: Option<Arc<crate::admission::Admission>>,
+    pub drain: Arc<crate::shutdown::Drain>,
 }
 
 impl Gateway {
@@ -85,6 +92,12 @@ impl Gateway {
             return Err(Refusal::AgencySuspended {
                 agency: agency.id.clone(),
             });
+        }
+
+        // admission: a current, passing, signed compliance verdict.
+        if let Some(adm) = &self.admission {
+            adm.check(agency, time::OffsetDateTime::now_utc())
+                .map_err(Refusal::NotCompliant)?;
         }
 
         // access: normalised path → declared route → granted to this agency.
@@ -297,10 +310,16 @@ impl ProxyHttp for Gateway {
             allowed: false,
             audit_failed: false,
             permit: None,
+            upstream_started: None,
+            _inflight: self.drain.enter(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if self.drain.draining() {
+            self.refuse(session, ctx, &Refusal::ShuttingDown).await?;
+            return Ok(true);
+        }
         // Forward nothing while the log cannot be written.
         if !self.audit.writable() {
             self.refuse(session, ctx, &Refusal::AuditUnavailable)
@@ -340,6 +359,7 @@ impl ProxyHttp for Gateway {
                 "upstream_peer reached without an access decision",
             ));
         }
+        ctx.upstream_started = Some(Instant::now());
         let u = &self.upstream;
         let mut peer = HttpPeer::new((u.host.as_str(), u.port), u.tls, u.host.clone());
         peer.options.connection_timeout = Some(u.connect_timeout);
@@ -391,6 +411,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if let (Some(t), Some(route)) = (ctx.upstream_started, &ctx.route_id) {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[route.as_str()])
+                .observe(t.elapsed().as_secs_f64());
+        }
         let bytes = upstream_response
             .headers
             .get("content-length")

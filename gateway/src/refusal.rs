@@ -26,6 +26,12 @@ pub enum Refusal {
     /// The audit log cannot be written: nothing is served unrecorded.
     AuditUnavailable,
     QuotaExceeded(crate::quota::QuotaRefusal),
+    /// No current, passing, trusted compliance verdict; the reason says
+    /// what to fix ("verdict expired 2026-10-01", "control tls.protocols
+    /// failed on hanoi-portal").
+    NotCompliant(String),
+    /// The gateway is draining for shutdown; retry on another instance.
+    ShuttingDown,
 }
 
 impl Refusal {
@@ -34,7 +40,9 @@ impl Refusal {
             Refusal::NoIdentity
             | Refusal::UnknownAgency
             | Refusal::AgencySuspended { .. }
-            | Refusal::RouteNotAllowed { .. } => 403,
+            | Refusal::RouteNotAllowed { .. }
+            | Refusal::NotCompliant(_) => 403,
+            Refusal::ShuttingDown => 503,
             Refusal::BadPath(_) | Refusal::PurposeRequired | Refusal::BadPurpose(_) => 400,
             Refusal::UpstreamUnavailable(_) => 502,
             Refusal::UpstreamTimeout => 504,
@@ -61,6 +69,8 @@ impl Refusal {
                 "quota_unavailable"
             }
             Refusal::QuotaExceeded(_) => "quota_exceeded",
+            Refusal::NotCompliant(_) => "not_compliant",
+            Refusal::ShuttingDown => "shutting_down",
         }
     }
 
@@ -98,6 +108,8 @@ impl Refusal {
             Refusal::AuditUnavailable => {
                 "the audit log cannot be written, so no request can be served; retry later".into()
             }
+            Refusal::NotCompliant(why) => format!("agency not admitted: {why}"),
+            Refusal::ShuttingDown => "this gateway instance is shutting down; retry".into(),
         }
     }
 

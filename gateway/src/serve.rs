@@ -49,6 +49,22 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     };
     let quota = Arc::new(quota);
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    tls_state.verifier.set_metrics(metrics.clone());
+    metrics.register(Box::new(audit.stats().fsync_seconds.clone()));
+    let drain = crate::shutdown::Drain::new(metrics.inflight.clone(), config.drain_timeout);
+    let admission = match &config.admission {
+        Some(a) => {
+            let adm = Arc::new(crate::admission::Admission::new(a.clone())?);
+            crate::admission::spawn_watcher(adm.clone(), metrics.clone()).map_err(|e| {
+                ConfigError::new(
+                    &config.source,
+                    format!("cannot start the verdict watcher: {e}"),
+                )
+            })?;
+            Some(adm)
+        }
+        None => None,
+    };
     if let Some(addr) = config.admin_listen {
         crate::admin::spawn(
             addr,
@@ -58,6 +74,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
                 upstream: config.upstream.clone(),
                 quota: quota.clone(),
                 tls: tls_state.clone(),
+                drain: drain.clone(),
             },
         )
         .map_err(|e| ConfigError::new(&config.source, format!("admin.listen {addr}: {e}")))?;
@@ -77,7 +94,10 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
             format!("cannot install the SIGHUP handler: {e}"),
         )
     })?;
+    let audit_at_exit = audit.clone();
     let gateway = Gateway {
+        admission,
+        drain: drain.clone(),
         metrics,
         quota,
         registry,
@@ -101,7 +121,16 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         config = %config.source.display(),
         "popgate listening (mutual TLS required)"
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::shutdown::DrainingSignal(drain)),
+    });
+    // Listeners are closed and requests drained: seal the open segment so
+    // the log at rest carries no unsealed tail.
+    match audit_at_exit.seal_now(std::time::Duration::from_secs(10)) {
+        Ok(()) => tracing::info!("audit log sealed; exiting"),
+        Err(e) => tracing::error!(error = %e, "audit log not sealed at exit"),
+    }
+    std::process::exit(0)
 }
 
 /// SIGHUP re-reads the agency registry (routes, grants, statuses, quotas)

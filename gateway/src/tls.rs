@@ -244,6 +244,32 @@ pub struct AgencyCertVerifier {
     inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
     hints: Vec<DistinguishedName>,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// Counts handshakes; set once metrics exist.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+}
+
+/// The `reason` label for a client certificate refused in the handshake.
+/// Failures rustls decides before calling a verifier (no certificate sent,
+/// no common protocol version) are not visible here and not counted.
+pub fn failure_reason(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => "unknown_ca",
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => "expired",
+            C::Revoked => "revoked",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "bad_eku",
+            C::UnknownRevocationStatus
+            | C::ExpiredRevocationList
+            | C::ExpiredRevocationListContext { .. } => "crl",
+            _ => "other",
+        },
+        rustls::Error::NoCertificatesPresented => "no_cert",
+        _ => "other",
+    }
 }
 
 /// A certificate this verifier accepted, kept whole so a reload can judge
@@ -261,7 +287,12 @@ impl AgencyCertVerifier {
             inner: ArcSwap::from_pointee(inner),
             hints,
             verified: Mutex::new(HashMap::new()),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(m);
     }
 
     /// The identity of a certificate this verifier accepted, by the SHA-256
@@ -345,6 +376,15 @@ impl ClientCertVerifier for AgencyCertVerifier {
             .inner
             .load()
             .verify_client_cert(end_entity, intermediates, now);
+        if let Some(m) = self.metrics.get() {
+            match &verified {
+                Ok(_) => m.tls_handshakes.inc(),
+                Err(e) => m
+                    .tls_handshake_failures
+                    .with_label_values(&[failure_reason(e)])
+                    .inc(),
+            }
+        }
         if let Err(e) = &verified {
             tracing::info!(reason = %e, "client certificate refused in handshake");
         }

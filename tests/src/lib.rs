@@ -12,6 +12,14 @@ pub mod upstream;
 
 use std::path::PathBuf;
 
+/// The repository root (for shipped policies and schemas).
+pub fn repo_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_owned())
+        .unwrap_or_default()
+}
+
 /// Path of a workspace binary, rebuilt if stale.
 ///
 /// `cargo test -p e2e` alone does not rebuild other packages' binaries, and

@@ -462,3 +462,42 @@ impl OpenPort {
         }
     }
 }
+
+/// The shipped scanner policies, with a site level 3 that extends the
+/// shipped one and points its forbidden-port controls at ports the test
+/// owns (`telnet` as the telnet port, `spare` for the rest), so services
+/// that happen to run on the test machine cannot change a verdict.
+pub fn site_policies(dir: &Path, telnet: u16, spare: u16) -> PathBuf {
+    let p = dir.join("policies");
+    std::fs::create_dir_all(&p).expect("policy dir");
+    let shipped = crate::repo_root().join("policies/scan");
+    for f in ["level-1.yaml", "level-2.yaml"] {
+        std::fs::copy(shipped.join(f), p.join(f)).expect("copy policy");
+    }
+    std::fs::copy(shipped.join("level-3.yaml"), p.join("vn-pop-l3.yaml")).expect("copy policy");
+    let site = format!(
+        "id: test-site-l3
+title: Shipped level 3 with test-owned ports
+level: 3
+extends: vn-pop-l3
+controls:
+  - id: ports.cleartext-admin
+    title: No cleartext remote administration
+    severity: critical
+    rationale: Test stand-in for telnet/FTP.
+    check: {{kind: ports_forbidden, ports: [{{port: {telnet}, service: telnet}}]}}
+  - id: ports.file-and-desktop
+    title: No SMB or RDP exposed
+    severity: critical
+    rationale: Test stand-in.
+    check: {{kind: ports_forbidden, ports: [{{port: {spare}, service: rdp}}]}}
+  - id: ports.databases
+    title: No database ports exposed
+    severity: critical
+    rationale: Test stand-in.
+    check: {{kind: ports_forbidden, ports: [{{port: {spare}, service: postgresql}}]}}
+"
+    );
+    std::fs::write(p.join("level-3.yaml"), site).expect("site policy");
+    p
+}

@@ -22,47 +22,11 @@ const CLEAN_RSA: &str = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384
 const CLEAN_EC: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    e2e::repo_root()
 }
 
-/// The shipped policies, with a site level 3 that extends the shipped one
-/// and lists ports the test controls as forbidden.
 fn policy_dir(dir: &Path, telnet: u16, spare: u16) -> PathBuf {
-    let p = dir.join("policies");
-    std::fs::create_dir_all(&p).unwrap();
-    let shipped = repo().join("policies/scan");
-    for f in ["level-1.yaml", "level-2.yaml"] {
-        std::fs::copy(shipped.join(f), p.join(f)).unwrap();
-    }
-    std::fs::copy(shipped.join("level-3.yaml"), p.join("vn-pop-l3.yaml")).unwrap();
-    let site = format!(
-        "id: test-site-l3
-title: Shipped level 3 with test-owned ports
-level: 3
-extends: vn-pop-l3
-controls:
-  - id: ports.cleartext-admin
-    title: No cleartext remote administration
-    severity: critical
-    rationale: Test stand-in for telnet/FTP.
-    check: {{kind: ports_forbidden, ports: [{{port: {telnet}, service: telnet}}]}}
-  - id: ports.file-and-desktop
-    title: No SMB or RDP exposed
-    severity: critical
-    rationale: Test stand-in.
-    check: {{kind: ports_forbidden, ports: [{{port: {spare}, service: rdp}}]}}
-  - id: ports.databases
-    title: No database ports exposed
-    severity: critical
-    rationale: Test stand-in.
-    check: {{kind: ports_forbidden, ports: [{{port: {spare}, service: postgresql}}]}}
-"
-    );
-    std::fs::write(p.join("level-3.yaml"), site).unwrap();
-    p
+    e2e::targets::site_policies(dir, telnet, spare)
 }
 
 struct Case {

@@ -30,12 +30,34 @@ struct Job {
 }
 
 /// Counters the metrics endpoint and the tests read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     pub records: AtomicU64,
     /// Batches made durable with one fdatasync each.
     pub syncs: AtomicU64,
     pub write_failures: AtomicU64,
+    /// Time each durable batch spent in fdatasync: the floor under every
+    /// response's latency in durable mode.
+    pub fsync_seconds: prometheus::Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            "popgate_audit_fsync_duration_seconds",
+            "Time spent in fdatasync per audit batch",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        Stats {
+            records: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            fsync_seconds: prometheus::Histogram::with_opts(opts)
+                .expect("static metric definition"),
+        }
+    }
 }
 
 /// What the writer thread shares with request handlers. Holds no sender,
@@ -43,6 +65,10 @@ pub struct Stats {
 struct Shared {
     writable: AtomicBool,
     stats: Stats,
+    /// Set by [`AuditLog::seal_now`]; the writer seals its open segment.
+    seal_requested: AtomicBool,
+    /// 0 pending, 1 sealed (or nothing to seal), 2 sealing failed.
+    seal_state: std::sync::atomic::AtomicU8,
 }
 
 struct Inner {
@@ -76,6 +102,8 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             writable: AtomicBool::new(true),
             stats: Stats::default(),
+            seal_requested: AtomicBool::new(false),
+            seal_state: std::sync::atomic::AtomicU8::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -114,6 +142,29 @@ impl AuditLog {
 
     pub fn stats(&self) -> &Stats {
         &self.inner.shared.stats
+    }
+
+    /// Seals the open segment now (signature + index), so a log at rest has
+    /// no unsealed tail whose end could be cut off unnoticed. Used on
+    /// graceful shutdown once in-flight requests have drained; appends
+    /// after it go to a fresh segment.
+    pub fn seal_now(&self, timeout: Duration) -> Result<(), AuditError> {
+        let sh = &self.inner.shared;
+        sh.seal_state.store(0, Ordering::Release);
+        sh.seal_requested.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match sh.seal_state.load(Ordering::Acquire) {
+                1 => return Ok(()),
+                2 => return Err(AuditError::Write("sealing the open segment failed".into())),
+                _ if Instant::now() > deadline => {
+                    return Err(AuditError::Write(format!(
+                        "the audit writer did not seal within {timeout:?}"
+                    )))
+                }
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     /// Stops the writer after it has written (and synced) everything queued.
@@ -273,8 +324,9 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Job>, inner: &Shared) {
+        // Short enough that a seal request on shutdown is served promptly.
         let tick = match self.durability {
-            Durability::Durable => Duration::from_millis(500),
+            Durability::Durable => Duration::from_millis(50),
             Durability::Relaxed { flush_interval } => flush_interval,
         };
         loop {
@@ -296,7 +348,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write_batch(&batch);
+            let result = self.write_batch(&batch, &inner.stats.fsync_seconds);
             match &result {
                 Ok(_) => {
                     inner.writable.store(true, Ordering::Release);
@@ -331,7 +383,11 @@ impl Writer {
     }
 
     /// Writes a batch; on any failure restores file and chain state.
-    fn write_batch(&mut self, batch: &[Job]) -> Result<u64, AuditError> {
+    fn write_batch(
+        &mut self,
+        batch: &[Job],
+        fsync: &prometheus::Histogram,
+    ) -> Result<u64, AuditError> {
         let (seq0, prev0, len0, index0, records0) = (
             self.seq,
             self.prev.clone(),
@@ -361,7 +417,12 @@ impl Writer {
             .file
             .write_all(&buf)
             .and_then(|_| match self.durability {
-                Durability::Durable => self.file.sync_data(),
+                Durability::Durable => {
+                    let t = Instant::now();
+                    let r = self.file.sync_data();
+                    fsync.observe(t.elapsed().as_secs_f64());
+                    r
+                }
                 Durability::Relaxed { .. } => Ok(()),
             });
         if let Err(e) = outcome {
@@ -380,6 +441,19 @@ impl Writer {
     }
 
     fn housekeeping(&mut self, inner: &Shared) {
+        if inner.seal_requested.swap(false, Ordering::AcqRel) {
+            let result = if self.records == 0 {
+                Ok(())
+            } else {
+                self.rotate()
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "sealing the open audit segment failed");
+            }
+            inner
+                .seal_state
+                .store(if result.is_ok() { 1 } else { 2 }, Ordering::Release);
+        }
         // While unwritable, requests are refused before they reach us, so
         // recovery is detected by probing the same filesystem.
         if !inner.writable.load(Ordering::Acquire) && self.probe() {
