@@ -24,7 +24,34 @@ pub struct DemoOptions {
     pub port: u16,
     pub registry_port: u16,
     pub admin_port: u16,
+    /// The demo agency system popscan audits.
+    pub system_port: u16,
 }
+
+/// The shipped scan policies, so the printed popscan line works from any
+/// directory.
+const SCAN_POLICIES: [(&str, &str); 5] = [
+    (
+        "level-1.yaml",
+        include_str!("../../policies/scan/level-1.yaml"),
+    ),
+    (
+        "level-2.yaml",
+        include_str!("../../policies/scan/level-2.yaml"),
+    ),
+    (
+        "level-3.yaml",
+        include_str!("../../policies/scan/level-3.yaml"),
+    ),
+    (
+        "level-4.yaml",
+        include_str!("../../policies/scan/level-4.yaml"),
+    ),
+    (
+        "level-5.yaml",
+        include_str!("../../policies/scan/level-5.yaml"),
+    ),
+];
 
 /// Prepares the demo directory; returns the gateway config path and the
 /// curl lines to print. Separate from [`run`] so tests can check the lines.
@@ -49,6 +76,38 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
     }
 
     ensure_audit_keys(pki.dir())?;
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| ConfigError::new(path, format!("cannot write: {e}")))
+    };
+    let mkdir = |path: &Path| {
+        std::fs::create_dir_all(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot create: {e}")))
+    };
+    let scan_dir = dir.join("policies").join("scan");
+    mkdir(&scan_dir)?;
+    for (name, text) in SCAN_POLICIES {
+        write(&scan_dir.join(name), text)?;
+    }
+    let verdicts = dir.join("verdicts");
+    mkdir(&verdicts)?;
+    let inventory = dir.join("inventory.yaml");
+    write(
+        &inventory,
+        &format!(
+            concat!(
+                "# Written by `popgate demo`: Gia Lai's system, served by the demo itself.\n",
+                "systems:\n",
+                "  - id: gialai-residence\n",
+                "    agency: gialai\n",
+                "    agency_kind: province\n",
+                "    name: Gia Lai residence registration portal\n",
+                "    level: 2\n",
+                "    endpoints:\n",
+                "      - {{address: '127.0.0.1:{}', service: https, hostname: localhost}}\n",
+            ),
+            opts.system_port
+        ),
+    )?;
     let config_path = dir.join("gateway.yaml");
     let config = format!(
         "# Written by `popgate demo`; edit freely, it is reused.\n\
@@ -58,13 +117,15 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
          upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
          registry: agencies.yaml\n\
          audit:\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n\
-         admin:\n  listen: 127.0.0.1:{aport}\n",
+         admin:\n  listen: 127.0.0.1:{aport}\n\
+         # Gia Lai may connect only with a current, passing popscan verdict.\n\
+         admission:\n  verdicts_dir: verdicts\n  trusted_keys: [pki/verdict-signing.pub]\n  \
+         require: {{agencies: [gialai]}}\n  poll_interval_ms: 500\n",
         port = opts.port,
         rport = opts.registry_port,
         aport = opts.admin_port
     );
-    std::fs::write(&config_path, config)
-        .map_err(|e| ConfigError::new(&config_path, format!("cannot write: {e}")))?;
+    write(&config_path, &config)?;
 
     let curl = |agency: &str, extra: &str, path: &str| {
         format!(
@@ -113,7 +174,25 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
             "curl -s http://127.0.0.1:{}/metrics | grep ^popgate_requests_total",
             opts.admin_port
         ),
-        "# 6. the audit trail: integrity, and who looked up this citizen".to_owned(),
+        "# 6. admission: Gia Lai has no compliance verdict yet (403 not_compliant)".to_owned(),
+        curl(
+            "gialai",
+            "-H 'X-Purpose: dang ky cu tru' ",
+            &format!("/v1/citizens/{DEMO_CITIZEN}"),
+        ),
+        format!(
+            "#    audit its system (https://localhost:{}) and sign the verdict, then repeat the curl (200)",
+            opts.system_port
+        ),
+        format!(
+            "cargo run -q -p scanner --bin popscan -- scan --inventory {inv} --policies {pol} \\\n    --trust-bundle {ca} --sign-key {key} --verdicts-dir {ver} --format table",
+            inv = inventory.display(),
+            pol = scan_dir.display(),
+            ca = pki.ca_cert_path().display(),
+            key = pki.dir().join("verdict-signing.key").display(),
+            ver = verdicts.display(),
+        ),
+        "# 7. the audit trail: integrity, and who looked up this citizen".to_owned(),
         format!(
             "{exe} audit verify {dir}/audit --key {pki}/audit-seal.pub",
             exe = popgate_exe(),
@@ -179,6 +258,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
     check_free(gw_addr, "--port")?;
     check_free(reg_addr, "--registry-port")?;
     check_free(([127, 0, 0, 1], opts.admin_port).into(), "--admin-port")?;
+    check_free(([127, 0, 0, 1], opts.system_port).into(), "--system-port")?;
     let (config_path, lines) = prepare(opts)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -186,6 +266,15 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
         .enable_all()
         .build()
         .map_err(|e| ConfigError::new(&config_path, format!("runtime: {e}")))?;
+    let pki_dir = absolute(&opts.dir)?.join("pki");
+    let system_addr: SocketAddr = ([127, 0, 0, 1], opts.system_port).into();
+    crate::demo_system::start(
+        &rt,
+        system_addr,
+        &pki_dir.join("server.pem"),
+        &pki_dir.join("server.key"),
+    )
+    .map_err(|e| ConfigError::new(&pki_dir, format!("demo agency system: {e}")))?;
     let listener = rt
         .block_on(crate::synthetic_registry::bind(reg_addr))
         .map_err(|e| ConfigError::new(Path::new(&reg_addr.to_string()), e.to_string()))?;
@@ -202,6 +291,10 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
     println!(
         "  gateway (mutual TLS):          https://localhost:{}",
         opts.port
+    );
+    println!(
+        "  Gia Lai's system (to audit):   https://localhost:{}",
+        opts.system_port
     );
     println!("  config:                        {}", config_path.display());
     println!("\nTry these (Ctrl-C stops both):\n");

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod demo;
+pub mod demo_system;
 pub mod metrics;
 pub mod proxy;
 pub mod quota;

@@ -72,6 +72,9 @@ enum Command {
         registry_port: u16,
         #[arg(long, default_value_t = 8481)]
         admin_port: u16,
+        /// Port of the demo agency system that popscan audits.
+        #[arg(long, default_value_t = 8482)]
+        system_port: u16,
     },
 }
 
@@ -371,11 +374,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             port,
             registry_port,
             admin_port,
+            system_port,
         } => gateway::demo::run(&gateway::demo::DemoOptions {
             dir,
             port,
             registry_port,
             admin_port,
+            system_port,
         })?,
     }
     Ok(())
