@@ -8,8 +8,7 @@
 #  4. the Grafana dashboard is valid JSON (python3 -m json.tool)
 #  5. every metric name in the dashboard's PromQL and in the alert exprs is
 #     `up` or popgate_*, and is exported by gateway/src/metrics.rs (names
-#     listed in PENDING below may be missing from metrics.rs: they are being
-#     added, and are reported as warnings until they land)
+#     must be exported by the gateway source)
 #  6. systemd-analyze verify on the units, when systemd-analyze exists
 #
 # Needs: promtool (Debian: apt-get install prometheus), python3; optional
@@ -23,20 +22,8 @@ RULES=deploy/prometheus/popgate-alerts.yml
 TESTS=deploy/prometheus/popgate-alerts.test.yml
 PROM=deploy/prometheus/prometheus.yml
 DASH=deploy/grafana/popgate-dashboard.json
-METRICS_RS=gateway/src/metrics.rs
+METRICS_SRC=gateway/src
 UNITS=(deploy/systemd/popgate.service deploy/systemd/popscan-audit.service deploy/systemd/popscan-audit.timer)
-
-# Metrics other work is adding to the gateway. Used before they exist in
-# metrics.rs: warn, do not fail. Remove a name once it is in metrics.rs.
-PENDING=(
-  popgate_upstream_duration_seconds
-  popgate_tls_handshakes_total
-  popgate_tls_handshake_failures_total
-  popgate_audit_fsync_duration_seconds
-  popgate_inflight_requests
-  popgate_open_connections
-  popgate_admission_verdict_expiry_days
-)
 
 step() { printf '\n== %s\n' "$*"; }
 die() { printf 'check.sh: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -58,16 +45,20 @@ python3 -m json.tool "$DASH" >/dev/null
 echo "  valid JSON"
 
 step "metric names in dashboard PromQL and alert exprs"
-PENDING="${PENDING[*]}" python3 - "$DASH" "$RULES" "$METRICS_RS" <<'PY'
+python3 - "$DASH" "$RULES" "$METRICS_SRC" <<'PY'
 import json, os, re, sys
 
-dash_path, rules_path, metrics_rs = sys.argv[1:4]
-pending = set(os.environ.get("PENDING", "").split())
+dash_path, rules_path, metrics_src = sys.argv[1:4]
+pending = set()
 
-# Names popgate exports: every quoted popgate_* string in metrics.rs.
-exported = set(re.findall(r'"(popgate_[a-z0-9_]+)"', open(metrics_rs, encoding="utf-8").read()))
+# Names popgate exports: every quoted popgate_* string in the gateway source.
+exported = set()
+for root, _, files in os.walk(metrics_src):
+    for f in files:
+        if f.endswith(".rs"):
+            exported |= set(re.findall(r'"(popgate_[a-z0-9_]+)"', open(os.path.join(root, f), encoding="utf-8").read()))
 if not exported:
-    sys.exit(f"no popgate_* metric names found in {metrics_rs}")
+    sys.exit(f"no popgate_* metric names found in {metrics_src}")
 
 exprs = []  # (where, expr)
 
