@@ -39,17 +39,25 @@ pub async fn run(
     let out = std::env::temp_dir().join(format!("popscan-nmap-{}.xml", std::process::id()));
     let port_list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     let mut cmd = tokio::process::Command::new("nmap");
-    cmd.args(["-Pn", "-sT", "-sV", "--script", "ssl-enum-ciphers,ssl-cert"])
-        .arg("--host-timeout")
-        .arg(format!("{}s", (timeout.as_secs() * 60).max(60)))
-        .arg("-p")
-        .arg(port_list.join(","))
-        .arg("-oX")
-        .arg(&out)
-        .args(&hosts)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    if hosts.iter().any(|h| h.contains(':')) {
+    cmd.args([
+        "-Pn",
+        "-sT",
+        "-sV",
+        "--version-light",
+        "-T4",
+        "--script",
+        "ssl-enum-ciphers,ssl-cert",
+    ])
+    .arg("--host-timeout")
+    .arg(format!("{}s", (timeout.as_secs() * 60).max(60)))
+    .arg("-p")
+    .arg(port_list.join(","))
+    .arg("-oX")
+    .arg(&out)
+    .args(&hosts)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    if hosts.iter().all(|h| h.contains(':')) {
         cmd.arg("-6");
     }
     let result = cmd

@@ -441,3 +441,70 @@ fn bad_inputs_exit_2_with_a_location() {
     let out = popscan(&["scan", "--shard", "3/2"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn run_nmap_evidence_alone_finds_legacy_tls() {
+    if !tool_available("openssl", "openssl") || !tool_available("nmap", "nmap") {
+        return;
+    }
+    let pki = TargetPki::new();
+    let (c, k) = pki.good_leaf("legacy", LeafKey::Rsa(2048));
+    let legacy = OpenSslServer::start(
+        &c,
+        &k,
+        &[
+            "-min_protocol",
+            "TLSv1",
+            "-cipher",
+            "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir(dir.path(), e2e::free_port(), e2e::free_port());
+    let cases = [Case {
+        id: "legacy",
+        host: "127.0.0.1",
+        port: legacy.port,
+        service: "tls",
+        expect_failed: &[],
+    }];
+    let inv = inventory(dir.path(), &cases);
+    let out = popscan(&[
+        "scan",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--trust-bundle",
+        pki.ca_path().to_str().unwrap(),
+        "--run-nmap",
+        "--no-probe",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let controls = report["systems"][0]["controls"].as_array().unwrap();
+    let get = |id: &str| controls.iter().find(|c| c["id"] == id).unwrap().clone();
+    let protocols = get("tls.protocols");
+    assert_eq!(protocols["status"], "fail");
+    let finding = protocols["failures"][0].as_str().unwrap();
+    assert!(
+        finding.starts_with(&format!("TLSv1.0 offered on 127.0.0.1:{}", legacy.port)),
+        "{finding}"
+    );
+    assert!(
+        finding.contains("[nmap:"),
+        "evidence names its source: {finding}"
+    );
+    // nmap saw the leaf certificate, so certificate controls are decided too.
+    assert_eq!(get("cert.chain")["status"], "pass");
+    assert_eq!(get("cert.hostname")["status"], "pass");
+    // What nmap cannot tell (TLS_FALLBACK_SCSV) is an error, never a pass.
+    assert_eq!(get("tls.downgrade")["status"], "error");
+}
