@@ -133,11 +133,14 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     std::process::exit(0)
 }
 
-/// SIGHUP re-reads the agency registry (routes, grants, statuses, quotas)
-/// and the TLS material (server certificate, CA bundle, CRLs). New requests
-/// and handshakes see the new state; in-flight requests finish undisturbed.
-/// A broken file is rejected with its located error and the current state
-/// keeps serving. Registry and TLS are applied independently.
+/// SIGHUP — or a change to any of the files involved, noticed by polling
+/// their size and mtime four times a second — re-reads the agency registry
+/// (routes, grants, statuses, quotas) and the TLS material (server
+/// certificate, CA bundle, CRLs). New requests and handshakes see the new
+/// state; in-flight requests finish undisturbed. A broken file is rejected
+/// with its located error and the current state keeps serving (a file
+/// caught half-written is simply re-read on the next change). Registry and
+/// TLS are applied independently.
 fn reload_on_sighup(
     config: GatewayConfig,
     tls: crate::tls::TlsState,
@@ -146,10 +149,38 @@ fn reload_on_sighup(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    let mut watched = vec![
+        config.registry_path.clone(),
+        config.tls.cert.clone(),
+        config.tls.key.clone(),
+        config.tls.client_ca.clone(),
+    ];
+    watched.extend(config.tls.crls.iter().cloned());
+    let fingerprint = move || -> Vec<Option<(std::time::SystemTime, u64)>> {
+        watched
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| m.modified().ok().map(|t| (t, m.len())))
+            })
+            .collect()
+    };
     std::thread::Builder::new()
         .name("popgate-reload".into())
         .spawn(move || {
-            for _ in signals.forever() {
+            let mut last = fingerprint();
+            loop {
+                let hup = signals.pending().count() > 0;
+                let now = fingerprint();
+                if !hup && now == last {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    continue;
+                }
+                if !hup {
+                    tracing::info!("configuration files changed; reloading");
+                }
+                last = now;
                 match crate::tls::TlsMaterial::load(&config.tls).and_then(|m| m.apply(&config.tls, &tls)) {
                     Ok(dropped) => {
                         metrics.reloads.with_label_values(&["ok"]).inc();

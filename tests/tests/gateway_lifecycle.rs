@@ -95,6 +95,38 @@ async fn reload_adds_a_route_without_disturbing_a_slow_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_changed_registry_file_is_applied_without_a_signal() {
+    let pki = TestPki::new();
+    let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
+    let (config, port) = write_config_full(
+        &pki,
+        "gateway.yaml",
+        &upstream.addr.to_string(),
+        5000,
+        &pki.dir.path().join("audit"),
+        "",
+    );
+    let _gw = GatewayProcess::start(&config, port);
+    let hanam = pki.client(&pki.agency("hanam"));
+    let residence = format!("{CITIZEN}/residence");
+    assert_eq!(hanam.get(port, &residence, &[]).await.unwrap().status, 403);
+    let registry = REGISTRY.replace(
+        "identity: { uri_san: \"spiffe://dancu.gov.vn/agency/hanam\" }\n    allow: [citizen.read]",
+        "identity: { uri_san: \"spiffe://dancu.gov.vn/agency/hanam\" }\n    allow: [citizen.read, citizen.residence]",
+    );
+    assert_ne!(registry, REGISTRY);
+    std::fs::write(pki.dir.path().join("agencies.yaml"), registry).unwrap();
+    let started = Instant::now();
+    while hanam.get(port, &residence, &[]).await.unwrap().status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "file change not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn handshake_failures_are_counted_by_reason() {
     let pki = TestPki::new();
     let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
