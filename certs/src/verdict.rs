@@ -143,9 +143,7 @@ pub fn sign(v: &Verdict, key: &SigningKey) -> Envelope {
     }
 }
 
-/// Parses the envelope and decodes the payload without checking the
-/// signature (for `popscan verdict show`).
-pub fn open_unverified(bytes: &[u8]) -> Result<(Envelope, Verdict), VerdictError> {
+fn parse_envelope(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), VerdictError> {
     let env: Envelope =
         serde_json::from_slice(bytes).map_err(|e| VerdictError::Unparseable(e.to_string()))?;
     if env.format != FORMAT {
@@ -157,6 +155,13 @@ pub fn open_unverified(bytes: &[u8]) -> Result<(Envelope, Verdict), VerdictError
     let payload = b64()
         .decode(&env.payload)
         .map_err(|e| VerdictError::Unparseable(format!("payload is not base64: {e}")))?;
+    Ok((env, payload))
+}
+
+/// Parses the envelope and decodes the payload without checking the
+/// signature (for `popscan verdict show`).
+pub fn open_unverified(bytes: &[u8]) -> Result<(Envelope, Verdict), VerdictError> {
+    let (env, payload) = parse_envelope(bytes)?;
     let v: Verdict =
         serde_json::from_slice(&payload).map_err(|e| VerdictError::Payload(e.to_string()))?;
     Ok((env, v))
@@ -164,21 +169,15 @@ pub fn open_unverified(bytes: &[u8]) -> Result<(Envelope, Verdict), VerdictError
 
 /// Verifies the signature with one of `keys`, then parses the payload.
 pub fn verify(bytes: &[u8], keys: &[VerifyingKey]) -> Result<Verdict, VerdictError> {
-    let env: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| VerdictError::Unparseable(e.to_string()))?;
-    if env.format != FORMAT {
-        return Err(VerdictError::Unparseable(format!(
-            "format {:?}, expected {FORMAT:?}",
-            env.format
-        )));
-    }
+    let (env, payload) = parse_envelope(bytes).map_err(|e| match e {
+        // A payload altered into non-base64 is a signature failure too.
+        VerdictError::Unparseable(m) if m.starts_with("payload") => VerdictError::BadSignature,
+        other => other,
+    })?;
     let key = keys
         .iter()
         .find(|k| crate::signing::key_id(k) == env.key_id)
         .ok_or_else(|| VerdictError::UnknownKey(env.key_id.clone()))?;
-    let payload = b64()
-        .decode(&env.payload)
-        .map_err(|_| VerdictError::BadSignature)?;
     let sig_bytes: [u8; 64] = b64()
         .decode(&env.signature)
         .ok()

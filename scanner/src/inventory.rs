@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(e.pos.map(|p| p.0), Some(6), "{e}");
         assert!(e.to_string().contains("not one of 1..5"), "{e}");
         let e = load_str(&OK.replace("127.0.0.1:8443", "127.0.0.1")).unwrap_err();
-        assert!(e.to_string().contains(":9:"), "{e}");
+        assert!(e.to_string().contains(":8:18:"), "{e}");
         let e = load_str(&OK.replace("service: ssh", "service: sssh")).unwrap_err();
         assert!(e.pos.is_some(), "{e}");
         let e = load_str(&OK.replace("    name:", "    nmae:")).unwrap_err();

@@ -544,7 +544,8 @@ controls:
     fn every_mistake_is_located() {
         let d = tempfile::tempdir().unwrap();
         for (bad, line, needle) in [
-            (L1.replace("TLSv1.0,", "TLSv9,"), 14, "unknown protocol"),
+            // Inside a check the position is the check's first line.
+            (L1.replace("TLSv1.0,", "TLSv9,"), 12, "unknown protocol"),
             (
                 L1.replace("kind: cert_expiry", "kind: cert_expiryy"),
                 20,

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod evidence;
 pub mod exchange;
 pub mod groups;
+pub mod recorder;
 pub mod render;
 pub mod suites;
 pub mod wire;
