@@ -548,22 +548,22 @@ controls:
             (L1.replace("TLSv1.0,", "TLSv9,"), 12, "unknown protocol"),
             (
                 L1.replace("kind: cert_expiry", "kind: cert_expiryy"),
-                20,
+                18,
                 "cert_expiryy",
             ),
             (
                 L1.replace("severity: medium", "severity: urgent"),
-                18,
+                16,
                 "urgent",
             ),
             (
                 L1.replace("min_days: 7", "min_days: 7, extra: 1"),
-                20,
+                18,
                 "extra",
             ),
             (
                 L1.replace("id: cert.expiry", "id: Cert Expiry"),
-                15,
+                14,
                 "control id",
             ),
             (L1.replace("level: 1", "level: 9"), 3, "not one of 1..5"),
