@@ -16,6 +16,7 @@ pub enum AgencyKind {
     Ministry,
     Province,
     Enterprise,
+    Telco,
 }
 
 impl AgencyKind {
@@ -24,6 +25,7 @@ impl AgencyKind {
             AgencyKind::Ministry => "ministry",
             AgencyKind::Province => "province",
             AgencyKind::Enterprise => "enterprise",
+            AgencyKind::Telco => "telco",
         }
     }
 }

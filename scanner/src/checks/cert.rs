@@ -47,6 +47,8 @@ pub struct CertFacts {
     pub signature_hash: Option<SigHash>,
     /// `None` when the certificate has no extendedKeyUsage extension.
     pub server_auth_eku: Option<bool>,
+    /// DNS names and IP addresses in subjectAltName (what clients match).
+    pub san: Vec<String>,
     pub self_issued: bool,
 }
 
@@ -102,6 +104,36 @@ impl CertFacts {
                         .unwrap_or(false)
                 })
         });
+        let san = tbs
+            .extensions
+            .as_ref()
+            .and_then(|exts| exts.iter().find(|e| e.extn_id.to_string() == "2.5.29.17"))
+            .and_then(|e| {
+                x509_cert::ext::pkix::SubjectAltName::from_der(e.extn_value.as_bytes()).ok()
+            })
+            .map(|names| {
+                names
+                    .0
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_cert::ext::pkix::name::GeneralName::DnsName(d) => Some(d.to_string()),
+                        x509_cert::ext::pkix::name::GeneralName::IpAddress(ip) => {
+                            let b = ip.as_bytes();
+                            match b.len() {
+                                4 => Some(
+                                    std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+                                ),
+                                16 => <[u8; 16]>::try_from(b)
+                                    .ok()
+                                    .map(|a| std::net::Ipv6Addr::from(a).to_string()),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let subject = tbs.subject.to_string();
         let issuer = tbs.issuer.to_string();
         Ok(CertFacts {
@@ -115,6 +147,7 @@ impl CertFacts {
             signature,
             signature_hash,
             server_auth_eku,
+            san,
         })
     }
 }
@@ -278,9 +311,14 @@ pub(super) fn check(
                 Err(e) => out.fail(format!("{at}: leaf rejected: {e}")),
                 Ok(ee) => match ee.verify_is_valid_for_subject_name(&name) {
                     Ok(()) => out.ok(format!("{at}: certificate is valid for {}", ep.hostname)),
-                    Err(_) => out.fail(format!(
-                        "{at}: certificate ({}) is not valid for {}",
+                    Err(_) if leaf.san.is_empty() => out.fail(format!(
+                        "{at}: certificate ({}) has no subjectAltName, so it is valid for no name (clients ignore the CN); expected {}",
                         leaf.subject, ep.hostname
+                    )),
+                    Err(_) => out.fail(format!(
+                        "{at}: certificate is valid for {}, not {}",
+                        leaf.san.join(", "),
+                        ep.hostname
                     )),
                 },
             }

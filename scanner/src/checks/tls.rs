@@ -34,7 +34,7 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
                         .classes
                         .iter()
                         .filter(|c| forbidden.iter().any(|f| f.0 == **c))
-                        .map(|c| format!("{c:?}").to_lowercase())
+                        .map(|c| c.name().to_string())
                         .collect();
                     if !bad.is_empty() {
                         out.fail(format!(

@@ -1,2 +1,258 @@
-//! placeholder until written
-use super::Report; pub fn render_html(_r: &Report) -> String { String::new() }
+//! A self-contained HTML report (inline CSS, no script, no external
+//! resources) a security officer can hand to a steering committee: the
+//! summary across agencies first, then each system's controls with the
+//! evidence quoted. Every string from the scan is escaped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{Report, SystemResult};
+use crate::checks::Status;
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => o.push('\u{FFFD}'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn anchor(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+const STYLE: &str = r#"
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:2px solid #dfe3ea;padding-bottom:.3rem}
+h3{font-size:1.05rem;margin:1.6rem 0 .4rem}.meta{color:#5b6475;font-size:.9rem}
+table{border-collapse:collapse;width:100%;margin:.6rem 0 1rem;font-size:.92rem}
+th,td{border-bottom:1px solid #e6e9ef;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f6f9;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;border-radius:.3rem;padding:.05rem .45rem;font-size:.78rem;font-weight:700;color:#fff;letter-spacing:.02em}
+.pass-text{color:#2f8a4c}.fail-text{color:#c62f2f}.error-text{color:#c98a0b}
+.pass{background:#2f8a4c}.fail{background:#c62f2f}.error{background:#c98a0b}.waived{background:#2f6fb8}.na{background:#8a92a1}
+.bar{display:flex;height:1.1rem;border-radius:.3rem;overflow:hidden;margin:.5rem 0;max-width:600px}
+.bar span{display:block}.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}
+.card{border:1px solid #e0e4eb;border-radius:.5rem;padding:.6rem 1rem;min-width:8rem}
+.card b{display:block;font-size:1.6rem}.ev{margin:.2rem 0 0 0;padding-left:1.1rem;color:#3a4252;font-size:.86rem}
+.ev li{word-break:break-word}.waiver{font-size:.86rem;color:#2f4f80}.expired{color:#c62f2f;font-weight:700}
+@media print{body{margin:0;max-width:none}h2{page-break-before:auto}.system{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
+"#;
+
+fn badge(status: Status) -> String {
+    let (class, text) = match status {
+        Status::Pass => ("pass", "PASS"),
+        Status::Fail => ("fail", "FAIL"),
+        Status::Error => ("error", "ERROR"),
+        Status::Waived => ("waived", "WAIVED"),
+        Status::NotApplicable => ("na", "N/A"),
+    };
+    format!("<span class=\"badge {class}\">{text}</span>")
+}
+
+fn result_badge(r: SystemResult) -> String {
+    let (class, text) = match r {
+        SystemResult::Pass => ("pass", "COMPLIANT"),
+        SystemResult::Fail => ("fail", "NOT COMPLIANT"),
+        SystemResult::Error => ("error", "NOT SCANNED"),
+    };
+    format!("<span class=\"badge {class}\">{text}</span>")
+}
+
+fn pct(n: u32, of: u32) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / of as f64
+    }
+}
+
+pub fn render_html(r: &Report) -> String {
+    let sm = &r.summary;
+    let mut o = String::with_capacity(32 * 1024);
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>Compliance of agency systems — popscan report</title><style>{STYLE}</style></head><body>\n"
+    );
+    let _ = write!(
+        o,
+        "<h1>Compliance of agency systems connecting to the population database</h1>\
+         <p class=\"meta\">Scanned {} – {} · popscan {} · policies {} · inventory {}{}</p>\n",
+        esc(&r.started_at),
+        esc(&r.finished_at),
+        esc(&r.scanner_version),
+        esc(&r.policy_dir),
+        esc(&r.inventory),
+        r.shard
+            .as_deref()
+            .map(|s| format!(" · shard {}", esc(s)))
+            .unwrap_or_default()
+    );
+
+    // Summary.
+    o.push_str("<h2>Summary</h2>\n<div class=\"cards\">");
+    for (label, n, class) in [
+        ("systems", sm.systems, ""),
+        ("compliant", sm.pass, "pass"),
+        ("not compliant", sm.fail, "fail"),
+        ("not scanned", sm.error, "error"),
+    ] {
+        let _ = write!(
+            o,
+            "<div class=\"card\"><b class=\"{class}-text\">{n}</b>{label}</div>"
+        );
+    }
+    o.push_str(
+        "</div>\n<div class=\"bar\" role=\"img\" aria-label=\"share of systems by result\">",
+    );
+    for (n, class) in [(sm.pass, "pass"), (sm.fail, "fail"), (sm.error, "error")] {
+        if n > 0 {
+            let _ = write!(
+                o,
+                "<span class=\"{class}\" style=\"width:{:.2}%\"></span>",
+                pct(n, sm.systems)
+            );
+        }
+    }
+    o.push_str("</div>\n");
+
+    o.push_str("<h3>By agency kind and security level</h3>\n<table><tr><th>agency kind</th><th>level</th><th>systems</th><th>compliant</th><th>not compliant</th><th>not scanned</th><th>compliant %</th></tr>\n");
+    for g in &sm.groups {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.0} %</td></tr>",
+            g.agency_kind.name(),
+            g.level,
+            g.systems,
+            g.pass,
+            g.fail,
+            g.error,
+            pct(g.pass, g.systems)
+        );
+    }
+    o.push_str("</table>\n");
+
+    // Most common failures across all systems.
+    let mut common: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for s in &r.systems {
+        for c in s.controls.iter().filter(|c| c.status == Status::Fail) {
+            *common.entry((c.id.clone(), c.title.clone())).or_default() += 1;
+        }
+    }
+    if !common.is_empty() {
+        let mut v: Vec<_> = common.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        o.push_str("<h3>Most common failed controls</h3>\n<table><tr><th>control</th><th>title</th><th>systems failing</th></tr>\n");
+        for ((id, title), n) in v.iter().take(10) {
+            let _ = writeln!(
+                o,
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{n}</td></tr>",
+                esc(id),
+                esc(title)
+            );
+        }
+        o.push_str("</table>\n");
+    }
+
+    o.push_str("<h3>Systems</h3>\n<table><tr><th>system</th><th>agency</th><th>level</th><th>result</th><th>failed controls</th></tr>\n");
+    for s in &r.systems {
+        let _ = writeln!(
+            o,
+            "<tr><td><a href=\"#sys-{}\">{}</a><br><span class=\"meta\">{}</span></td><td>{} ({})</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+            anchor(&s.id),
+            esc(&s.id),
+            esc(&s.name),
+            esc(&s.agency),
+            s.agency_kind.name(),
+            s.level,
+            result_badge(s.result),
+            s.failed_controls().len()
+        );
+    }
+    o.push_str("</table>\n");
+
+    // Per system.
+    o.push_str("<h2>Details per system</h2>\n");
+    for s in &r.systems {
+        let _ = write!(
+            o,
+            "<section class=\"system\" id=\"sys-{}\"><h3>{} {} — {}</h3>\
+             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code> sha256 <code>{}</code></p>\n",
+            anchor(&s.id),
+            result_badge(s.result),
+            esc(&s.id),
+            esc(&s.name),
+            esc(&s.agency),
+            s.agency_kind.name(),
+            s.level,
+            esc(if s.policy_id.is_empty() { "-" } else { &s.policy_id }),
+            esc(s.policy_sha256.get(..16).unwrap_or(&s.policy_sha256))
+        );
+        if !s.errors.is_empty() {
+            o.push_str("<ul class=\"ev\">");
+            for e in &s.errors {
+                let _ = write!(o, "<li>{}</li>", esc(e));
+            }
+            o.push_str("</ul>\n");
+        }
+        if !s.controls.is_empty() {
+            o.push_str("<table><tr><th>status</th><th>severity</th><th>control</th><th>evidence</th></tr>\n");
+            for c in &s.controls {
+                let lines: &[String] = match c.status {
+                    Status::Fail | Status::Waived => &c.failures,
+                    Status::Error => &c.errors,
+                    _ => &c.evidence,
+                };
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td><code>{}</code><br>{}</td><td><ul class=\"ev\">",
+                    badge(c.status),
+                    c.severity.name(),
+                    esc(&c.id),
+                    esc(&c.title)
+                );
+                for l in lines {
+                    let _ = write!(o, "<li>{}</li>", esc(l));
+                }
+                o.push_str("</ul>");
+                if let Some(w) = &c.waiver {
+                    let _ = write!(
+                        o,
+                        "<div class=\"waiver\">Waiver by {} until {}{}: {}</div>",
+                        esc(&w.approver),
+                        esc(&w.expires),
+                        if w.expired {
+                            " <span class=\"expired\">EXPIRED — not applied</span>"
+                        } else {
+                            ""
+                        },
+                        esc(&w.justification)
+                    );
+                }
+                o.push_str("</td></tr>\n");
+            }
+            o.push_str("</table>\n");
+        }
+        o.push_str("</section>\n");
+    }
+    o.push_str("</body></html>\n");
+    o
+}

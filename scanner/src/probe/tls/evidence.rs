@@ -93,6 +93,24 @@ pub enum CipherClass {
     Aead,
 }
 
+impl CipherClass {
+    /// The policy spelling, e.g. `cbc_sha1`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherClass::Null => "null",
+            CipherClass::Export => "export",
+            CipherClass::Anonymous => "anonymous",
+            CipherClass::Rc4 => "rc4",
+            CipherClass::Des => "des",
+            CipherClass::TripleDes => "triple_des",
+            CipherClass::CbcSha1 => "cbc_sha1",
+            CipherClass::Cbc => "cbc",
+            CipherClass::NoForwardSecrecy => "no_forward_secrecy",
+            CipherClass::Aead => "aead",
+        }
+    }
+}
+
 /// One cipher suite the server accepted for one protocol version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferedSuite {

@@ -33,11 +33,7 @@ pub fn table(target: &str, ev: &TlsEvidence, took: Duration) -> String {
         };
         let _ = writeln!(o, "\n{} cipher suites ({order})", p.protocol.name());
         for s in &p.suites {
-            let classes: Vec<String> = s
-                .classes
-                .iter()
-                .map(|c| format!("{c:?}").to_lowercase())
-                .collect();
+            let classes: Vec<String> = s.classes.iter().map(|c| c.name().to_string()).collect();
             let _ = writeln!(
                 o,
                 "  0x{:04X}  {:<48} {:<32} {}",
