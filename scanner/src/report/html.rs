@@ -92,10 +92,10 @@ pub fn render_html(r: &Report) -> String {
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>Compliance of agency systems — popscan report</title><style>{STYLE}</style></head><body>\n"
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
         "<h1>Compliance of agency systems connecting to the population database</h1>\
-         <p class=\"meta\">Scanned {} – {} · popscan {} · policies {} · inventory {}{}</p>\n",
+         <p class=\"meta\">Scanned {} – {} · popscan {} · policies {} · inventory {}{}</p>",
         esc(&r.started_at),
         esc(&r.finished_at),
         esc(&r.scanner_version),
@@ -192,10 +192,10 @@ pub fn render_html(r: &Report) -> String {
     // Per system.
     o.push_str("<h2>Details per system</h2>\n");
     for s in &r.systems {
-        let _ = write!(
+        let _ = writeln!(
             o,
             "<section class=\"system\" id=\"sys-{}\"><h3>{} {} — {}</h3>\
-             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code> sha256 <code>{}</code></p>\n",
+             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code> sha256 <code>{}</code></p>",
             anchor(&s.id),
             result_badge(s.result),
             esc(&s.id),

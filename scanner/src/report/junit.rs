@@ -35,27 +35,27 @@ pub(super) fn attr(s: &str) -> String {
 }
 
 fn case(o: &mut String, system: &str, c: &ControlResult) {
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "    <testcase classname=\"{}\" name=\"{}\">\n",
+        "    <testcase classname=\"{}\" name=\"{}\">",
         attr(system),
         attr(&format!("{}: {}", c.id, c.title))
     );
     let lines = |v: &[String]| xml(&v.join("\n"));
     match c.status {
         Status::Fail => {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "      <failure type=\"{}\" message=\"{}\">{}</failure>\n",
+                "      <failure type=\"{}\" message=\"{}\">{}</failure>",
                 c.severity.name(),
                 attr(c.failures.first().map(String::as_str).unwrap_or("failed")),
                 lines(&c.failures)
             );
         }
         Status::Error => {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "      <error message=\"{}\">{}</error>\n",
+                "      <error message=\"{}\">{}</error>",
                 attr(
                     c.errors
                         .first()
@@ -75,10 +75,10 @@ fn case(o: &mut String, system: &str, c: &ControlResult) {
                 ));
             }
             out.extend(c.failures.iter().cloned());
-            let _ = write!(o, "      <system-out>{}</system-out>\n", lines(&out));
+            let _ = writeln!(o, "      <system-out>{}</system-out>", lines(&out));
         }
         Status::Pass => {
-            let _ = write!(o, "      <system-out>{}</system-out>\n", lines(&c.evidence));
+            let _ = writeln!(o, "      <system-out>{}</system-out>", lines(&c.evidence));
         }
     }
     o.push_str("    </testcase>\n");
@@ -94,9 +94,9 @@ pub fn render_junit(r: &Report) -> String {
     let scan_errors: usize = r.systems.iter().filter(|s| !s.errors.is_empty()).count();
     let tests: usize = r.systems.iter().map(|s| s.controls.len()).sum::<usize>() + scan_errors;
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<testsuites name=\"popscan\" tests=\"{tests}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" timestamp=\"{}\">\n",
+        "<testsuites name=\"popscan\" tests=\"{tests}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" timestamp=\"{}\">",
         count(Status::Fail),
         count(Status::Error) + scan_errors,
         count(Status::NotApplicable),
@@ -104,9 +104,9 @@ pub fn render_junit(r: &Report) -> String {
     );
     for s in &r.systems {
         let n = |st: Status| s.controls.iter().filter(|c| c.status == st).count();
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">\n",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">",
             attr(&s.id),
             s.controls.len() + usize::from(!s.errors.is_empty()),
             n(Status::Fail),
@@ -122,7 +122,7 @@ pub fn render_junit(r: &Report) -> String {
             ("policy_sha256", s.policy_sha256.as_str()),
             ("result", s.result.name()),
         ] {
-            let _ = write!(o, "      <property name=\"{k}\" value=\"{}\"/>\n", attr(v));
+            let _ = writeln!(o, "      <property name=\"{k}\" value=\"{}\"/>", attr(v));
         }
         o.push_str("    </properties>\n");
         if !s.errors.is_empty() {
