@@ -50,6 +50,22 @@ fn inventory(dir: &Path, cases: &[Case]) -> PathBuf {
     f
 }
 
+/// `popscan scan` on an inventory with the given policies and trust bundle,
+/// plus `extra` arguments.
+fn scan(inv: &Path, policies: &Path, trust: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "scan",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--trust-bundle",
+        trust.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    popscan(&args)
+}
+
 fn popscan(args: &[&str]) -> std::process::Output {
     Command::new(e2e::bin("popscan"))
         .args(args)
@@ -208,21 +224,19 @@ fn each_fault_is_reported_by_the_right_control() {
     let policies = policy_dir(dir.path(), telnet.port, spare);
     let inv = inventory(dir.path(), &cases);
     let report_path = dir.path().join("report.json");
-    let out = popscan(&[
-        "scan",
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--trust-bundle",
-        pki.ca_path().to_str().unwrap(),
-        "--timeout",
-        "3",
-        "--format",
-        "json",
-        "--output",
-        report_path.to_str().unwrap(),
-    ]);
+    let out = scan(
+        &inv,
+        &policies,
+        &pki.ca_path(),
+        &[
+            "--timeout",
+            "3",
+            "--format",
+            "json",
+            "--output",
+            report_path.to_str().unwrap(),
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -289,19 +303,12 @@ fn waivers_apply_until_they_expire() {
             ),
         )
         .unwrap();
-        let out = popscan(&[
-            "scan",
-            "--inventory",
-            inv.to_str().unwrap(),
-            "--policies",
-            policies.to_str().unwrap(),
-            "--waivers",
-            w.to_str().unwrap(),
-            "--trust-bundle",
-            pki.ca_path().to_str().unwrap(),
-            "--format",
-            "json",
-        ]);
+        let out = scan(
+            &inv,
+            &policies,
+            &pki.ca_path(),
+            &["--waivers", w.to_str().unwrap(), "--format", "json"],
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let hsts = report["systems"][0]["controls"]
             .as_array()
@@ -357,17 +364,7 @@ fn every_report_format_parses_back() {
     ];
     let inv = inventory(dir.path(), &cases);
     let run = |format: &str| {
-        let out = popscan(&[
-            "scan",
-            "--inventory",
-            inv.to_str().unwrap(),
-            "--policies",
-            policies.to_str().unwrap(),
-            "--trust-bundle",
-            pki.ca_path().to_str().unwrap(),
-            "--format",
-            format,
-        ]);
+        let out = scan(&inv, &policies, &pki.ca_path(), &["--format", format]);
         assert_eq!(out.status.code(), Some(1), "{format}");
         String::from_utf8(out.stdout).unwrap()
     };
@@ -469,19 +466,12 @@ fn run_nmap_evidence_alone_finds_legacy_tls() {
         expect_failed: &[],
     }];
     let inv = inventory(dir.path(), &cases);
-    let out = popscan(&[
-        "scan",
-        "--inventory",
-        inv.to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--trust-bundle",
-        pki.ca_path().to_str().unwrap(),
-        "--run-nmap",
-        "--no-probe",
-        "--format",
-        "json",
-    ]);
+    let out = scan(
+        &inv,
+        &policies,
+        &pki.ca_path(),
+        &["--run-nmap", "--no-probe", "--format", "json"],
+    );
     assert_eq!(
         out.status.code(),
         Some(1),

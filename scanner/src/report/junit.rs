@@ -7,27 +7,13 @@ use std::fmt::Write;
 use super::{ControlResult, Report};
 use crate::checks::Status;
 
-/// Escapes text for XML 1.0 content and attributes.
-pub(super) fn xml(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\t' | '\n' | '\r' => o.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
-            c => o.push(c),
-        }
-    }
-    o
+fn xml(s: &str) -> String {
+    super::escape_markup(s)
 }
 
 /// Escapes text for an attribute value: line breaks and tabs as character
 /// references, since parsers normalise raw ones in attributes to spaces.
-pub(super) fn attr(s: &str) -> String {
+fn attr(s: &str) -> String {
     xml(s)
         .replace('\n', "&#10;")
         .replace('\r', "&#13;")

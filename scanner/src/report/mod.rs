@@ -17,6 +17,26 @@ pub use html::render_html;
 pub use junit::render_junit;
 pub use table::render_table;
 
+/// Escapes text for HTML and XML 1.0 alike. Evidence can hold bytes from
+/// hostile servers, so characters XML forbids (and C1 controls) become
+/// U+FFFD instead of breaking the document.
+fn escape_markup(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            '\t' | '\n' | '\r' => o.push(c),
+            c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
 /// Identifies the JSON layout; bumped on any incompatible change.
 pub const SCHEMA: &str = "popscan-report/1";
 
