@@ -13,16 +13,18 @@ fn esc(s: &str) -> String {
     super::escape_markup(s)
 }
 
+/// A fragment id for a system. Inventory ids are `[A-Za-z0-9._-]` and pass
+/// through; anything else becomes `~hex~`, so distinct ids never collide.
 fn anchor(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let mut o = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            o.push(c);
+        } else {
+            let _ = write!(o, "~{:x}~", u32::from(c));
+        }
+    }
+    o
 }
 
 const STYLE: &str = r#"
@@ -31,7 +33,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2.2rem;b
 h3{font-size:1.05rem;margin:1.6rem 0 .4rem}.meta{color:#5b6475;font-size:.9rem}
 table{border-collapse:collapse;width:100%;margin:.6rem 0 1rem;font-size:.92rem}
 th,td{border-bottom:1px solid #e6e9ef;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f6f9;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f6f9;font-weight:600}.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;border-radius:.3rem;padding:.05rem .45rem;font-size:.78rem;font-weight:700;color:#fff;letter-spacing:.02em}
 .pass-text{color:#2f8a4c}.fail-text{color:#c62f2f}.error-text{color:#c98a0b}
 .pass{background:#2f8a4c}.fail{background:#c62f2f}.error{background:#c98a0b}.waived{background:#2f6fb8}.na{background:#8a92a1}
@@ -39,8 +41,8 @@ th{background:#f4f6f9;font-weight:600}td.n{text-align:right;font-variant-numeric
 .bar span{display:block}.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:1rem 0}
 .card{border:1px solid #e0e4eb;border-radius:.5rem;padding:.6rem 1rem;min-width:8rem}
 .card b{display:block;font-size:1.6rem}.ev{margin:.2rem 0 0 0;padding-left:1.1rem;color:#3a4252;font-size:.86rem}
-.ev li{word-break:break-word}.waiver{font-size:.86rem;color:#2f4f80}.expired{color:#c62f2f;font-weight:700}
-@media print{body{margin:0;max-width:none}h2{page-break-before:auto}.system{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
+.ev li{word-break:break-word;white-space:pre-wrap}.scan-errors{color:#8a5a00;background:#fff8e6;border-left:3px solid #c98a0b;padding:.4rem .6rem .4rem 1.6rem;font-size:.9rem}.waiver{font-size:.86rem;color:#2f4f80}.expired{color:#c62f2f;font-weight:700}
+@media print{body{margin:0;max-width:none;-webkit-print-color-adjust:exact;print-color-adjust:exact}h2{page-break-before:auto}.system{page-break-inside:avoid}a{color:inherit;text-decoration:none}}
 "#;
 
 fn badge(status: Status) -> String {
@@ -122,7 +124,7 @@ pub fn render_html(r: &Report) -> String {
     }
     o.push_str("</div>\n");
 
-    o.push_str("<h3>By agency kind and security level</h3>\n<table><tr><th>agency kind</th><th>level</th><th>systems</th><th>compliant</th><th>not compliant</th><th>not scanned</th><th>compliant %</th></tr>\n");
+    o.push_str("<h3>By agency kind and security level</h3>\n<table><tr><th>agency kind</th><th class=\"n\">level</th><th class=\"n\">systems</th><th class=\"n\">compliant</th><th class=\"n\">not compliant</th><th class=\"n\">not scanned</th><th class=\"n\">compliant %</th></tr>\n");
     for g in &sm.groups {
         let _ = writeln!(
             o,
@@ -148,7 +150,7 @@ pub fn render_html(r: &Report) -> String {
     if !common.is_empty() {
         let mut v: Vec<_> = common.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        o.push_str("<h3>Most common failed controls</h3>\n<table><tr><th>control</th><th>title</th><th>systems failing</th></tr>\n");
+        o.push_str("<h3>Most common failed controls</h3>\n<table><tr><th>control</th><th>title</th><th class=\"n\">systems failing</th></tr>\n");
         for ((id, title), n) in v.iter().take(10) {
             let _ = writeln!(
                 o,
@@ -160,7 +162,7 @@ pub fn render_html(r: &Report) -> String {
         o.push_str("</table>\n");
     }
 
-    o.push_str("<h3>Systems</h3>\n<table><tr><th>system</th><th>agency</th><th>level</th><th>result</th><th>failed controls</th></tr>\n");
+    o.push_str("<h3>Systems</h3>\n<table><tr><th>system</th><th>agency</th><th class=\"n\">level</th><th>result</th><th class=\"n\">failed controls</th></tr>\n");
     for s in &r.systems {
         let _ = writeln!(
             o,
@@ -183,7 +185,7 @@ pub fn render_html(r: &Report) -> String {
         let _ = writeln!(
             o,
             "<section class=\"system\" id=\"sys-{}\"><h3>{} {} — {}</h3>\
-             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code> sha256 <code>{}</code></p>",
+             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code>{}</p>",
             anchor(&s.id),
             result_badge(s.result),
             esc(&s.id),
@@ -191,11 +193,23 @@ pub fn render_html(r: &Report) -> String {
             esc(&s.agency),
             s.agency_kind.name(),
             s.level,
-            esc(if s.policy_id.is_empty() { "-" } else { &s.policy_id }),
-            esc(s.policy_sha256.get(..16).unwrap_or(&s.policy_sha256))
+            esc(if s.policy_id.is_empty() {
+                "-"
+            } else {
+                &s.policy_id
+            }),
+            match s.policy_sha256.get(..16) {
+                Some(short) if s.policy_sha256.len() > 16 => format!(
+                    " sha256 <code title=\"{}\">{}…</code>",
+                    esc(&s.policy_sha256),
+                    esc(short)
+                ),
+                _ if s.policy_sha256.is_empty() => String::new(),
+                _ => format!(" sha256 <code>{}</code>", esc(&s.policy_sha256)),
+            }
         );
         if !s.errors.is_empty() {
-            o.push_str("<ul class=\"ev\">");
+            o.push_str("<ul class=\"scan-errors\">");
             for e in &s.errors {
                 let _ = write!(o, "<li>{}</li>", esc(e));
             }
@@ -243,4 +257,146 @@ pub fn render_html(r: &Report) -> String {
     }
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::junit::fixture::sample;
+    use super::*;
+
+    /// Every non-void element that opens also closes, in order. All report
+    /// text is escaped, so a `<` in the output always starts markup.
+    fn assert_balanced(h: &str) {
+        const VOID: [&str; 3] = ["meta", "br", "!DOCTYPE"];
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = h;
+        while let Some(i) = rest.find('<') {
+            rest = &rest[i + 1..];
+            let end = rest.find('>').expect("tag closes");
+            let tag = &rest[..end];
+            rest = &rest[end + 1..];
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(stack.pop().as_deref(), Some(name), "mismatched </{name}>");
+            } else {
+                let name = tag.split([' ', '/']).next().unwrap_or_default();
+                if !VOID.contains(&name) && !tag.ends_with('/') {
+                    stack.push(name.to_string());
+                }
+            }
+        }
+        assert!(stack.is_empty(), "unclosed {stack:?}");
+    }
+
+    #[test]
+    fn html_is_balanced_and_escaped() {
+        let h = render_html(&sample());
+        assert!(h.starts_with("<!DOCTYPE html>"));
+        assert_balanced(&h);
+        assert!(
+            h.contains("&lt;a&amp;b&gt; &quot;x&quot;, &#39;y&#39;"),
+            "hostile evidence escaped"
+        );
+        assert!(h.contains("hn-dvc agency, &quot;Dept&quot; &lt;1&gt;"));
+        assert!(!h.contains('\u{1}'));
+        assert!(!h.to_ascii_lowercase().contains("<script"));
+    }
+
+    #[test]
+    fn html_is_self_contained() {
+        let h = render_html(&sample()).to_ascii_lowercase();
+        for needle in [
+            "http://", "https://", "src=", "url(", "@import", "<link", "//cdn",
+        ] {
+            assert!(!h.contains(needle), "{needle}");
+        }
+        assert!(h.contains("<style>") && h.contains("@media print"));
+    }
+
+    #[test]
+    fn html_summary_comes_first_and_links_every_system() {
+        let h = render_html(&sample());
+        let summary = h
+            .find("By agency kind and security level")
+            .expect("group table");
+        let details = h.find("Details per system").expect("details");
+        assert!(summary < details);
+        for kind in [
+            "<td>ministry</td><td class=\"n\">4</td>",
+            "<td>province</td><td class=\"n\">3</td>",
+            "<td>telco</td><td class=\"n\">3</td>",
+        ] {
+            assert!(h.contains(kind), "{kind}");
+        }
+        for id in ["moh.portal", "hn-dvc", "viettel_gw"] {
+            assert!(h.contains(&format!("href=\"#sys-{id}\"")), "{id}");
+            assert!(h.contains(&format!("id=\"sys-{id}\"")), "{id}");
+        }
+        assert!(h.contains("no policy for level 3 &lt;policies/scan&gt;"));
+        assert!(h.contains("Scanned 2026-11-22T10:00:00Z – 2026-11-22T10:01:02.5Z"));
+        assert!(
+            h.contains("popscan 0.1.0") && h.contains("policies/scan") && h.contains("shard 1/2")
+        );
+    }
+
+    #[test]
+    fn html_counts_common_failures_and_marks_expired_waivers() {
+        let mut r = sample();
+        let mut twin = r.systems[1].clone();
+        twin.id = "hcm-dvc".into();
+        twin.controls.retain(|c| c.id == "tls.protocols");
+        r.systems.push(twin);
+        let h = render_html(&r);
+        let common = &h[h.find("Most common failed controls").expect("common")..];
+        let tls = common.find("<code>tls.protocols</code>").expect("tls row");
+        let nosniff = common
+            .find("<code>http.nosniff</code>")
+            .expect("nosniff row");
+        assert!(tls < nosniff, "most frequent first");
+        assert!(common[tls..].starts_with("<code>tls.protocols</code></td><td>tls.protocols &amp; &lt;title&gt;</td><td class=\"n\">2</td>"));
+        assert_eq!(h.matches("EXPIRED").count(), 1, "only the expired waiver");
+        assert!(h.contains("Waiver by Deputy CIO &lt;cio@agency&gt; until 2027-01-31"));
+        for class in [
+            "badge pass",
+            "badge fail",
+            "badge error",
+            "badge waived",
+            "badge na",
+        ] {
+            assert!(h.contains(class), "{class}");
+        }
+    }
+
+    #[test]
+    fn anchors_stay_distinct() {
+        assert_eq!(anchor("a.b-c_d"), "a.b-c_d");
+        assert_ne!(anchor("a b"), anchor("a_b"));
+        assert_ne!(anchor("a\"b"), anchor("a'b"));
+        assert!(anchor("x\"><img onerror=1>")
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-~".contains(c)));
+    }
+
+    /// Writes the sample page for a look in a browser:
+    /// `cargo test -p scanner --lib write_sample_html -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_sample_html() {
+        let mut r = sample();
+        for (i, kind) in [
+            crate::inventory::AgencyKind::Enterprise,
+            crate::inventory::AgencyKind::Province,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut s = r.systems[i].clone();
+            s.id = format!("{}-{i}", s.id);
+            s.agency_kind = kind;
+            r.systems.push(s);
+        }
+        r.summary = crate::report::Report::summarise(&r.systems);
+        let path = std::env::temp_dir().join("popscan-report.html");
+        std::fs::write(&path, render_html(&r)).expect("write");
+        println!("{}", path.display());
+    }
 }
