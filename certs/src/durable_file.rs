@@ -1,7 +1,9 @@
-//! Writing key and certificate files so that a crash never leaves a
-//! half-written one (nor a reader such as popgate's admission step ever see
-//! one): write to a temporary name, fsync, rename. Private keys
-//! are created with mode 0600 from the first byte.
+//! The one way the project writes a whole file that must survive a crash:
+//! keys, certificates, verdicts, audit seals and indexes. A crash never
+//! leaves a half-written file (nor does a reader such as popgate's admission
+//! step ever see one): write to a temporary name, fsync, rename, fsync the
+//! directory so the rename itself is durable. Secret (and audit) files are
+//! created with mode 0600 from the first byte.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,5 +24,15 @@ pub fn write(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -28,12 +28,13 @@ fn access(i: u64, citizen_ref: String) -> Access {
         route: Some("citizen.read".into()),
         path: "/v1/citizens/{citizen_id}".into(),
         purpose: Some("xác minh hồ sơ".into()),
+        query: None,
         decision: Decision::Allow,
         code: None,
-        status: 200,
-        bytes: Some(180),
-        latency_ms: 2,
-        upstream_status: Some(200),
+        status: None,
+        bytes: None,
+        latency_ms: None,
+        upstream_status: None,
         citizen_ref: Some(citizen_ref),
     }
 }
@@ -52,6 +53,7 @@ fn config(root: &std::path::Path, name: &str, durability: Durability, seg: u64) 
         durability,
         segment_max_bytes: seg,
         segment_max_age: Duration::from_secs(3600),
+        checkpoint_interval: Duration::from_millis(1000),
     };
     c.prepare(std::path::Path::new("bench")).unwrap();
     c

@@ -64,6 +64,10 @@ impl Admin {
         m.audit_write_failures
             .set(s.write_failures.load(Ordering::Relaxed) as i64);
         m.audit_writable.set(i64::from(self.audit.writable()));
+        m.audit_checkpoints
+            .set(s.checkpoints.load(Ordering::Relaxed) as i64);
+        m.audit_outcomes_lost
+            .set(s.outcomes_lost.load(Ordering::Relaxed) as i64);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         for e in self.tls.expiry.load().iter() {
             let days = certs::inspect::days_until(e.at_unix, now);

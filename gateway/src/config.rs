@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use crate::registry::Registry;
 
@@ -97,6 +98,9 @@ struct RawConfig {
     /// How long SIGTERM/SIGINT waits for in-flight requests (default 10 s).
     #[serde(default)]
     drain_timeout_s: Option<u64>,
+    /// Header, body, time and connection limits at the edge.
+    #[serde(default)]
+    limits: crate::edge::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +187,51 @@ struct RawUpstream {
     read_timeout_ms: u64,
     #[serde(default = "default_idle_timeout_ms")]
     idle_timeout_ms: u64,
+    /// Client request headers passed on to the registry; all others are
+    /// dropped. popgate sets Host, X-Agency-Id, X-Request-Id, X-Purpose,
+    /// Forwarded, X-Forwarded-For/-Proto and Content-Length itself.
+    #[serde(default = "default_forward_headers")]
+    forward_headers: Vec<Spanned<String>>,
 }
+
+fn default_forward_headers() -> Vec<Spanned<String>> {
+    [
+        "accept",
+        "accept-language",
+        "content-type",
+        "traceparent",
+        "tracestate",
+    ]
+    .into_iter()
+    .map(|h| Spanned {
+        value: h.to_owned(),
+        referenced: serde_saphyr::Location::UNKNOWN,
+        defined: serde_saphyr::Location::UNKNOWN,
+    })
+    .collect()
+}
+
+/// Headers popgate sets or that describe the connection: never taken from
+/// the client, whatever `forward_headers` says.
+const NEVER_FORWARDED: [&str; 17] = [
+    "host",
+    "x-agency-id",
+    "x-request-id",
+    "x-purpose",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+];
 
 fn default_connect_timeout_ms() -> u64 {
     2_000
@@ -210,6 +258,7 @@ pub struct GatewayConfig {
     pub admin_listen: Option<SocketAddr>,
     pub admission: Option<crate::admission::AdmissionConfig>,
     pub drain_timeout: Duration,
+    pub limits: crate::edge::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +279,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Client headers passed on (lower-case names).
+    pub forward_headers: Vec<http::HeaderName>,
 }
 
 impl GatewayConfig {
@@ -302,6 +353,7 @@ impl GatewayConfig {
                 Some(s) => s,
                 None => 10,
             }),
+            limits: crate::edge::Limits::from_raw(path, &raw.limits)?,
         })
     }
 
@@ -394,7 +446,33 @@ fn parse_upstream(file: &Path, raw: &RawUpstream) -> Result<Upstream, ConfigErro
             ));
         }
     }
+    let mut forward_headers = Vec::new();
+    for h in &raw.forward_headers {
+        let bad = |why: String| {
+            if h.referenced == serde_saphyr::Location::UNKNOWN {
+                ConfigError::new(file, why)
+            } else {
+                ConfigError::at(file, &h.referenced, why)
+            }
+        };
+        let name = http::HeaderName::from_bytes(h.value.to_ascii_lowercase().as_bytes()).map_err(
+            |_| {
+                bad(format!(
+                    "upstream.forward_headers: {:?} is not a header name",
+                    h.value
+                ))
+            },
+        )?;
+        if NEVER_FORWARDED.contains(&name.as_str()) {
+            return Err(bad(format!(
+                "upstream.forward_headers: {:?} is set by popgate or describes the connection; it is never taken from the agency",
+                h.value
+            )));
+        }
+        forward_headers.push(name);
+    }
     Ok(Upstream {
+        forward_headers,
         url: raw.url.clone(),
         tls,
         host,

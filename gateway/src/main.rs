@@ -281,11 +281,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             match gateway::audit::verify::verify(&dir, &key) {
                 Ok(s) => println!(
-                    "{}: ok — {} records in {} segments ({} sealed), {} .. {}",
+                    "{}: ok — {} records in {} segments ({} sealed, {} checkpoints; {} newest records not yet checkpointed), {} .. {}",
                     dir.display(),
                     s.records,
                     s.segments,
                     s.sealed,
+                    s.checkpoints,
+                    s.unvouched,
                     s.first_time.as_deref().unwrap_or("-"),
                     s.last_time.as_deref().unwrap_or("-")
                 ),
@@ -386,53 +388,84 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_hits(hits: &[gateway::audit::record::Stored], format: OutputFormat) {
+fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
+    use gateway::audit::record::Decision;
+    let decision = |h: &gateway::audit::search::Hit| match h.access.decision {
+        Decision::Allow => "allow",
+        Decision::Refuse => "refuse",
+    };
+    // An allowed request's ending: `completed`, what cut it short, or
+    // `unknown` when no outcome was recorded (in flight, or a crash).
+    let ending = |h: &gateway::audit::search::Hit| -> String {
+        match (&h.outcome, h.access.decision) {
+            (Some(o), _) => o.outcome.clone(),
+            (None, Decision::Refuse) => h.access.code.clone().unwrap_or_default(),
+            (None, Decision::Allow) if h.access.status.is_some() => "completed".into(),
+            (None, Decision::Allow) => "unknown".into(),
+        }
+    };
+    let status = |h: &gateway::audit::search::Hit| h.status().map(|s| s.to_string());
     match format {
         OutputFormat::Json => {
-            let rows: Vec<_> = hits.iter().map(|h| &h.access).collect();
+            let rows: Vec<_> = hits
+                .iter()
+                .map(|h| {
+                    let mut v = serde_json::to_value(&h.access).unwrap_or_default();
+                    if let Some(obj) = v.as_object_mut() {
+                        obj.insert("seq".into(), h.seq.into());
+                        obj.insert("status".into(), h.status().into());
+                        obj.insert("ending".into(), ending(h).into());
+                        obj.insert(
+                            "outcome".into(),
+                            serde_json::to_value(&h.outcome).unwrap_or_default(),
+                        );
+                    }
+                    v
+                })
+                .collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
         }
         OutputFormat::Csv => {
-            println!("time,agency,route,purpose,decision,status,request_id,cert_serial");
+            println!("time,agency,route,purpose,decision,ending,status,request_id,cert_serial");
             for h in hits {
                 let a = &h.access;
-                let cells = [
-                    a.time.clone(),
-                    a.agency.clone().unwrap_or_default(),
-                    a.route.clone().unwrap_or_default(),
-                    a.purpose.clone().unwrap_or_default(),
-                    format!("{:?}", a.decision).to_lowercase(),
-                    a.status.to_string(),
-                    a.request_id.clone(),
-                    a.cert
-                        .as_ref()
-                        .map(|c| c.serial.clone())
-                        .unwrap_or_default(),
-                ];
-                let quoted: Vec<String> = cells
-                    .iter()
-                    .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-                    .collect();
-                println!("{}", quoted.join(","));
+                println!(
+                    "{}",
+                    csvcell::row(&[
+                        a.time.clone(),
+                        a.agency.clone().unwrap_or_default(),
+                        a.route.clone().unwrap_or_default(),
+                        a.purpose.clone().unwrap_or_default(),
+                        decision(h).to_owned(),
+                        ending(h),
+                        status(h).unwrap_or_default(),
+                        a.request_id.clone(),
+                        a.cert
+                            .as_ref()
+                            .map(|c| c.serial.clone())
+                            .unwrap_or_default(),
+                    ])
+                );
             }
         }
         OutputFormat::Table => {
             println!(
-                "{:<24} {:<16} {:<18} {:<8} {:<6} PURPOSE",
-                "TIME (UTC)", "AGENCY", "ROUTE", "DECISION", "STATUS"
+                "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} PURPOSE",
+                "TIME (UTC)", "AGENCY", "ROUTE", "DECISION", "ENDING", "STATUS"
             );
             for h in hits {
                 let a = &h.access;
                 println!(
-                    "{:<24} {:<16} {:<18} {:<8} {:<6} {}",
+                    "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} {}",
                     a.time,
                     a.agency.as_deref().unwrap_or("-"),
                     a.route.as_deref().unwrap_or("-"),
-                    format!("{:?}", a.decision).to_lowercase(),
-                    a.status,
+                    decision(h),
+                    ending(h),
+                    status(h).unwrap_or_else(|| "-".into()),
                     a.purpose.as_deref().unwrap_or("-")
                 );
             }

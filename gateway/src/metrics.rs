@@ -28,6 +28,15 @@ pub struct Metrics {
     /// Requests between head received and context dropped.
     pub inflight: IntGauge,
     pub verdict_expiry_days: IntGaugeVec,
+    pub audit_checkpoints: IntGauge,
+    pub audit_outcomes_lost: IntGauge,
+    /// Forwarded requests the agency abandoned (reset, closed, cancelled).
+    pub client_closed: IntCounter,
+    /// Open agency connections on this instance, by agency (`-`: none matched).
+    pub connections_open: IntGaugeVec,
+    /// Connections refused service, by agency and reason
+    /// (`too_many_connections`, `header_timeout`).
+    pub connection_refusals: IntCounterVec,
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -97,7 +106,37 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(tls_handshakes.clone()))
             .expect("unique metric name");
+        let client_closed = IntCounter::new(
+            "popgate_client_closed_total",
+            "Forwarded requests whose agency reset or closed the connection before the end",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(client_closed.clone()))
+            .expect("unique metric name");
         Metrics {
+            client_closed,
+            audit_checkpoints: gauge(
+                &r,
+                "popgate_audit_checkpoints_total",
+                "Signed checkpoints of the audit chain head written since start",
+            ),
+            audit_outcomes_lost: gauge(
+                &r,
+                "popgate_audit_outcomes_lost_total",
+                "Outcome records that could not be written (their access records are durable)",
+            ),
+            connections_open: gauge_vec(
+                &r,
+                "popgate_connections_open",
+                "Open agency connections on this instance",
+                &["agency"],
+            ),
+            connection_refusals: counter_vec(
+                &r,
+                "popgate_connection_refusals_total",
+                "Connections refused service, by agency and reason",
+                &["agency", "reason"],
+            ),
             upstream_duration,
             tls_handshakes,
             tls_handshake_failures: counter_vec(

@@ -1,11 +1,19 @@
-//! The request path, in the order DESIGN.md gives it:
-//! handshake (in [`crate::tls`]) → identity → access → audit → upstream.
+//! The request path under pingora's phases.
 //!
-//! [`Gateway::decide`] is the one place a request is judged; it fills the
-//! request context step by step (so a refusal is audited with everything that
-//! was known) and returns a [`Refusal`] or `Ok`. [`Gateway::refuse`] is the
-//! one place a refusal is written, and [`Gateway::record`] the one place an
-//! audit record is made: no response head leaves before its record is durable.
+//! - `request_filter` runs the [`pipeline`](crate::pipeline) stages. A
+//!   refusal is recorded durably, then answered. An admitted request gets
+//!   its access record written *and made durable before anything is
+//!   forwarded* (write-ahead): whatever happens afterwards — the agency
+//!   resetting the connection, the registry failing, popgate crashing — the
+//!   access is on record.
+//! - `upstream_peer` and `upstream_request_filter` build the upstream
+//!   request only from the [`Forwarded`] proof, sending an allow-list of
+//!   headers and popgate's own.
+//! - `logging`, which pingora calls at the end of every request that got
+//!   past header parsing, appends the outcome record (how it ended and
+//!   who cut it short) and counts the request in metrics. If the context is
+//!   dropped without `logging` (a panic, a runtime shutdown), [`Forwarded`]'s
+//!   `Drop` still records the outcome as `aborted`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,55 +21,86 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::access::{check_purpose, find_route, normalise_path};
-use crate::audit::record::{now_rfc3339, Access, CertRef, Decision};
+use crate::audit::record::{now_rfc3339, Access, CertRef, Decision, Outcome};
 use crate::audit::AuditLog;
 use crate::config::Upstream;
+use crate::edge::{Conn, Limits};
+use crate::pipeline::{Admitted, Seen};
 use crate::refusal::Refusal;
-use crate::registry::{AgencyStatus, Registry};
+use crate::registry::Registry;
 use crate::tls::AgencyCertVerifier;
-use certs::identity::CertIdentity;
 
-/// Headers only the gateway may set on the upstream request. A client that
-/// sends them is trying to impersonate; they are removed, then set by us.
+/// Headers only the gateway sets on the upstream request.
 pub const GATEWAY_HEADERS: [&str; 3] = ["x-agency-id", "x-request-id", "x-purpose"];
 
-/// Per-request state, filled in as the request moves along the path.
+/// Per-request state.
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
-    pub identity: Option<Arc<CertIdentity>>,
-    pub agency_id: Option<String>,
-    pub route_id: Option<String>,
-    /// What the audit record shows as the path: the route template when a
-    /// route matched (so the citizen ID appears only as `citizen_ref`),
-    /// otherwise the path with long digit runs redacted.
-    pub audit_path: Option<String>,
-    /// Normalised path plus the original query: what the upstream receives.
-    pub upstream_target: Option<String>,
-    pub purpose: Option<String>,
-    pub citizen_id: Option<String>,
-    /// Set once `decide` allowed the request; nothing is forwarded without it.
-    pub allowed: bool,
-    /// The audit append for the response failed: answer 503, record nothing more.
-    pub audit_failed: bool,
-    /// Quota admission; its concurrency slot is released when the request ends.
-    pub permit: Option<crate::quota::Permit>,
-    /// When the upstream was chosen, for the upstream duration histogram.
-    pub upstream_started: Option<Instant>,
+    /// What the audit record shows, filled in by the pipeline stages.
+    pub seen: Seen,
+    /// Present once the request was admitted and its access record is
+    /// durable; nothing is forwarded without it.
+    forwarded: Option<Forwarded>,
+    /// The refusal this request got (recorded as its access record), or
+    /// the failure that ended a forwarded one (recorded in its outcome).
+    ended: Option<Refusal>,
     /// Counts the request in `popgate_inflight_requests` (and the drain).
-    pub _inflight: crate::shutdown::InflightGuard,
+    _inflight: crate::shutdown::InflightGuard,
+}
+
+/// An admitted request whose access record is durable. Dropping it without
+/// [`Forwarded::finish`] records the outcome as `aborted`, so a forwarded
+/// request can never end without an outcome record while popgate runs.
+pub struct Forwarded {
+    admitted: Admitted,
+    request_id: String,
+    citizen_ref: Option<String>,
+    audit: AuditLog,
+    started: Instant,
+    upstream_started: Option<Instant>,
+    upstream_status: Option<u16>,
+    finished: bool,
+}
+
+impl Forwarded {
+    fn finish(&mut self, outcome: &str, status: Option<u16>, bytes: u64) {
+        self.finished = true;
+        self.audit.record_outcome(Outcome {
+            time: now_rfc3339(),
+            request_id: self.request_id.clone(),
+            agency: Some(self.admitted.agency().to_owned()),
+            route: Some(self.admitted.route().to_owned()),
+            outcome: outcome.to_owned(),
+            status,
+            upstream_status: self.upstream_status,
+            bytes,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            citizen_ref: self.citizen_ref.clone(),
+        });
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!(request_id = %self.request_id, "forwarded request ended without an outcome; recording it as aborted");
+            self.finish("aborted", None, 0);
+        }
+    }
 }
 
 pub struct Gateway {
     pub registry: Arc<ArcSwap<Registry>>,
     pub verifier: Arc<AgencyCertVerifier>,
     pub upstream: Upstream,
+    pub limits: Limits,
     pub audit: AuditLog,
     pub quota: Arc<crate::quota::QuotaEngine>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -71,225 +110,150 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Judges a request, recording what it learns in `ctx`.
-    pub fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    /// Runs the stages; on success the request is admitted (not yet recorded).
+    async fn judge(&self, session: &mut Session, seen: &mut Seen) -> Result<Admitted, Refusal> {
+        let has_body = !session.as_mut().is_body_empty();
+        let registry = self.registry.load_full();
         let req = session.req_header();
-        ctx.audit_path = Some(redact_digits(req.uri.path()));
-
-        // identity: the certificate rustls verified for this connection.
-        let identity = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|ssl| self.verifier.identity(&ssl.cert_digest))
-            .ok_or(Refusal::NoIdentity)?;
-        ctx.identity = Some(identity.clone());
-        let registry = self.registry.load();
-        let agency = registry
-            .agency_for(&identity)
-            .ok_or(Refusal::UnknownAgency)?;
-        ctx.agency_id = Some(agency.id.clone());
-        if agency.status == AgencyStatus::Suspended {
-            return Err(Refusal::AgencySuspended {
-                agency: agency.id.clone(),
-            });
+        seen.audit_path = Some(crate::access::redact_identifiers(req.uri.path()));
+        if let Some(conn) = Conn::of(session) {
+            if conn.over_cap {
+                return Err(Refusal::TooManyConnections {
+                    limit: self.limits.max_connections_per_agency,
+                });
+            }
         }
-
-        // admission: a current, passing, signed compliance verdict.
+        let agency = crate::pipeline::identity(session, &self.verifier, &registry, seen)?;
+        crate::pipeline::edge(session.req_header(), has_body, &self.limits)?;
         if let Some(adm) = &self.admission {
             adm.check(agency, time::OffsetDateTime::now_utc())
                 .map_err(Refusal::NotCompliant)?;
         }
-
-        // access: normalised path → declared route → granted to this agency.
-        let method = req.method.as_str();
-        let path = normalise_path(req.uri.path()).map_err(|e| Refusal::BadPath(e.to_string()))?;
-        ctx.audit_path = Some(redact_digits(path.as_str()));
-        let not_allowed = || Refusal::RouteNotAllowed {
-            method: method.to_owned(),
-            path: redact_digits(path.as_str()),
-        };
-        let matched = find_route(&registry.routes, method, &path).ok_or_else(not_allowed)?;
-        let route = &registry.routes[matched.route_index];
-        ctx.route_id = Some(route.id.clone());
-        ctx.audit_path = Some(route.template.as_str().to_owned());
-        ctx.citizen_id = matched.citizen_id;
-        // Read the stated purpose before judging the grant, so a refused
-        // attempt is recorded with the reason the agency gave.
-        ctx.purpose = check_purpose(req.headers.get("x-purpose").map(|v| v.as_bytes()))
-            .map_err(Refusal::BadPurpose)?;
-        if !agency.allowed.contains(&matched.route_index) {
-            return Err(not_allowed());
-        }
-        if agency.purpose_required && ctx.purpose.is_none() {
-            return Err(Refusal::PurposeRequired);
-        }
-
-        ctx.upstream_target = Some(match req.uri.query() {
-            Some(q) => format!("{}?{q}", path.as_str()),
-            None => path.as_str().to_owned(),
-        });
-        Ok(())
+        let judged = crate::pipeline::access(
+            session.req_header(),
+            &registry,
+            agency,
+            &self.limits,
+            |c| self.audit.citizen_ref(c),
+            seen,
+        )?;
+        let body_len = crate::pipeline::body(session, &judged, &self.limits).await?;
+        crate::pipeline::admit(&self.quota, &registry, judged, body_len).await
     }
 
-    /// Makes the audit record for this request's response and waits until
-    /// it is durable.
-    async fn record(
-        &self,
-        session: &Session,
-        ctx: &RequestCtx,
-        outcome: Outcome<'_>,
-    ) -> Result<(), crate::audit::AuditError> {
-        let Outcome {
-            decision,
-            code,
-            status,
-            upstream_status,
-            bytes,
-        } = outcome;
-        let access = Access {
+    /// The access record of this request, as far as it got.
+    fn access_record(&self, session: &Session, ctx: &RequestCtx, decision: Decision) -> Access {
+        let refusal = ctx.ended.as_ref().filter(|_| decision == Decision::Refuse);
+        Access {
             time: now_rfc3339(),
             request_id: ctx.request_id.clone(),
-            agency: ctx.agency_id.clone(),
-            cert: ctx.identity.as_ref().map(|i| CertRef {
+            agency: ctx.seen.agency.clone(),
+            cert: ctx.seen.identity.as_ref().map(|i| CertRef {
                 sha256: i.fingerprint_sha256.clone(),
                 serial: i.serial.clone(),
                 subject: i.subject.clone(),
             }),
             client: session.client_addr().map(|a| a.to_string()),
             method: session.req_header().method.as_str().to_owned(),
-            route: ctx.route_id.clone(),
-            path: ctx.audit_path.clone().unwrap_or_default(),
-            purpose: ctx.purpose.clone(),
+            route: ctx.seen.route.clone(),
+            path: ctx.seen.audit_path.clone().unwrap_or_default(),
+            query: ctx.seen.query.clone(),
+            purpose: ctx.seen.purpose.clone(),
             decision,
-            code: code.map(str::to_owned),
-            status,
-            bytes,
-            latency_ms: ctx.started.elapsed().as_millis() as u64,
-            upstream_status,
-            citizen_ref: ctx.citizen_id.as_ref().map(|c| self.audit.citizen_ref(c)),
-        };
-        let agency = access.agency.as_deref().unwrap_or("-");
-        let route = access.route.as_deref().unwrap_or("-");
-        self.metrics
-            .requests
-            .with_label_values(&[agency, route, &status.to_string()])
-            .inc();
-        self.metrics
-            .duration
-            .with_label_values(&[agency, route])
-            .observe(ctx.started.elapsed().as_secs_f64());
-        self.audit.append(access).await.map(|_| ())
+            code: refusal.map(|r| r.code().to_owned()),
+            status: refusal.map(|r| r.status()),
+            bytes: refusal.map(|r| r.body(&ctx.request_id).len() as u64),
+            latency_ms: refusal.map(|_| ctx.started.elapsed().as_millis() as u64),
+            upstream_status: None,
+            citizen_ref: ctx
+                .seen
+                .citizen_id
+                .as_ref()
+                .map(|c| self.audit.citizen_ref(c)),
+        }
     }
 
-    /// Writes a refusal as JSON after recording it. The only place refusals
-    /// are sent. If the record cannot be written, the answer is 503
-    /// `audit_unavailable` instead (which, by necessity, is not recorded).
-    pub async fn refuse(
+    /// Records a refusal durably, then sends it. If the record cannot be
+    /// written, the answer is 503 `audit_unavailable` instead (which, by
+    /// necessity, is not recorded).
+    async fn refuse(
         &self,
         session: &mut Session,
-        ctx: &RequestCtx,
-        refusal: &Refusal,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
     ) -> Result<()> {
-        let body_refusal = if matches!(refusal, Refusal::AuditUnavailable) {
-            refusal.clone()
-        } else {
-            let body_len = refusal.body(&ctx.request_id).len() as u64;
-            let outcome = Outcome {
-                decision: Decision::Refuse,
-                code: Some(refusal.code()),
-                status: refusal.status(),
-                upstream_status: None,
-                bytes: Some(body_len),
-            };
-            match self.record(session, ctx, outcome).await {
-                Ok(()) => refusal.clone(),
-                Err(e) => {
-                    tracing::error!(request_id = %ctx.request_id, error = %e, "refusal not recorded; answering 503");
-                    Refusal::AuditUnavailable
-                }
-            }
-        };
-        self.metrics
-            .refusals
-            .with_label_values(&[body_refusal.code()])
-            .inc();
-        if let Refusal::QuotaExceeded(q) = &body_refusal {
-            self.metrics
-                .quota_rejections
-                .with_label_values(&[ctx.agency_id.as_deref().unwrap_or("-"), q.limit.as_str()])
-                .inc();
-        }
-        let body = body_refusal.body(&ctx.request_id);
-        let mut resp = ResponseHeader::build(body_refusal.status(), Some(4))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        resp.insert_header("cache-control", "no-store")?;
-        if let Refusal::QuotaExceeded(q) = &body_refusal {
-            for (name, value) in &q.headers {
-                resp.insert_header(*name, value.as_str())?;
+        ctx.ended = Some(refusal);
+        if !matches!(ctx.ended, Some(Refusal::AuditUnavailable)) {
+            let record = self.access_record(session, ctx, Decision::Refuse);
+            if let Err(e) = self.audit.append(record).await {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "refusal not recorded; answering 503");
+                ctx.ended = Some(Refusal::AuditUnavailable);
             }
         }
+        let refusal = ctx.ended.clone().unwrap_or(Refusal::AuditUnavailable);
         // An unread request body would be parsed as the next request.
-        if request_may_have_body(session.req_header()) {
+        if !session.as_mut().is_body_done() {
+            session.set_keepalive(None);
+        }
+        if matches!(
+            refusal,
+            Refusal::TooManyConnections { .. } | Refusal::TunnelRefused(_)
+        ) {
             session.set_keepalive(None);
         }
         tracing::info!(
             request_id = %ctx.request_id,
-            agency = ctx.agency_id.as_deref().unwrap_or("-"),
-            code = body_refusal.code(),
-            status = body_refusal.status(),
+            agency = ctx.seen.agency.as_deref().unwrap_or("-"),
+            code = refusal.code(),
+            status = refusal.status(),
             "refused"
         );
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-        Ok(())
+        send_refusal(session, &ctx.request_id, &refusal, None).await
     }
 }
 
-/// How a request ended, for its audit record.
-struct Outcome<'a> {
-    decision: Decision,
-    code: Option<&'a str>,
-    status: u16,
-    upstream_status: Option<u16>,
-    bytes: Option<u64>,
-}
-
-/// Replaces runs of 9 or more digits (citizen IDs and the like) so that
-/// paths that matched no route cannot smuggle identifiers into the log.
-fn redact_digits(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut run = String::new();
-    for c in path.chars() {
-        if c.is_ascii_digit() {
-            run.push(c);
-            continue;
+/// Writes a refusal's JSON answer. The only place refusal bodies are made.
+async fn send_refusal(
+    session: &mut Session,
+    request_id: &str,
+    refusal: &Refusal,
+    extra: Option<&[(&'static str, String)]>,
+) -> Result<()> {
+    let body = refusal.body(request_id);
+    let mut resp = ResponseHeader::build(refusal.status(), Some(6))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Refusal::QuotaExceeded(q) = refusal {
+        for (name, value) in &q.headers {
+            resp.insert_header(*name, value.as_str())?;
         }
-        flush_run(&mut out, &mut run);
-        out.push(c);
     }
-    flush_run(&mut out, &mut run);
-    out
+    for (name, value) in extra.unwrap_or_default() {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
 }
 
-fn flush_run(out: &mut String, run: &mut String) {
-    if run.len() >= 9 {
-        out.push_str("{redacted}");
-    } else {
-        out.push_str(run);
-    }
-    run.clear();
-}
-
-fn request_may_have_body(req: &RequestHeader) -> bool {
-    req.headers.contains_key("transfer-encoding")
-        || req
-            .headers
-            .get("content-length")
-            .is_some_and(|v| v.as_bytes() != b"0")
+/// Did the agency's side end the exchange (reset, closed, cancelled the
+/// stream, stopped reading)? Those are the agency's doing, not the
+/// registry's, and are recorded as `client_closed`.
+fn downstream_failed(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::ReadError
+                | ErrorType::WriteError
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error
+                | ErrorType::ReadTimedout
+                | ErrorType::WriteTimedout
+        )
 }
 
 #[async_trait]
@@ -297,54 +261,75 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
+        crate::edge::head_read();
         RequestCtx {
             request_id: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
-            identity: None,
-            agency_id: None,
-            route_id: None,
-            audit_path: None,
-            upstream_target: None,
-            purpose: None,
-            citizen_id: None,
-            allowed: false,
-            audit_failed: false,
-            permit: None,
-            upstream_started: None,
+            seen: Seen::default(),
+            forwarded: None,
+            ended: None,
             _inflight: self.drain.enter(),
         }
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(conn) = Conn::of(session) {
+            conn.begin_request();
+        }
+        // pingora resets HTTP/1.1 keep-alive to "no timeout" once a head is
+        // parsed; the next request must come within the idle timeout.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.idle_timeout.as_secs()));
+        }
+        session.set_read_timeout(Some(self.limits.body_timeout));
+        session.set_write_timeout(Some(self.upstream.read_timeout));
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if self.drain.draining() {
-            self.refuse(session, ctx, &Refusal::ShuttingDown).await?;
+            self.refuse(session, ctx, Refusal::ShuttingDown).await?;
             return Ok(true);
         }
         // Forward nothing while the log cannot be written.
         if !self.audit.writable() {
-            self.refuse(session, ctx, &Refusal::AuditUnavailable)
-                .await?;
+            self.refuse(session, ctx, Refusal::AuditUnavailable).await?;
             return Ok(true);
         }
-        let decided = match self.decide(session, ctx) {
-            // quota: counted only for requests that would otherwise be served.
-            Ok(()) => match (&ctx.agency_id, &ctx.route_id) {
-                (Some(a), Some(r)) => self.quota.admit(a, r).await.map_err(Refusal::QuotaExceeded),
-                _ => Err(Refusal::NoIdentity),
-            },
-            Err(r) => Err(r),
-        };
-        match decided {
-            Ok(permit) => {
-                ctx.permit = Some(permit);
-                ctx.allowed = true;
-                Ok(false)
-            }
+        let mut seen = std::mem::take(&mut ctx.seen);
+        let judged = self.judge(session, &mut seen).await;
+        ctx.seen = seen;
+        let admitted = match judged {
+            Ok(a) => a,
             Err(refusal) => {
-                self.refuse(session, ctx, &refusal).await?;
-                Ok(true)
+                self.refuse(session, ctx, refusal).await?;
+                return Ok(true);
             }
+        };
+        // Write-ahead: the access is durable before a byte is forwarded.
+        let record = self.access_record(session, ctx, Decision::Allow);
+        let citizen_ref = record.citizen_ref.clone();
+        if let Err(e) = self.audit.append(record).await {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "access record not written; nothing forwarded");
+            ctx.ended = Some(Refusal::AuditUnavailable);
+            send_refusal(session, &ctx.request_id, &Refusal::AuditUnavailable, None).await?;
+            return Ok(true);
         }
+        ctx.forwarded = Some(Forwarded {
+            admitted,
+            request_id: ctx.request_id.clone(),
+            citizen_ref,
+            audit: self.audit.clone(),
+            started: ctx.started,
+            upstream_started: None,
+            upstream_status: None,
+            finished: false,
+        });
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -352,14 +337,13 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        // Fail closed: only a request `decide` allowed may reach this point.
-        if !ctx.allowed {
+        let Some(fwd) = ctx.forwarded.as_mut() else {
             return Err(Error::explain(
                 ErrorType::InternalError,
-                "upstream_peer reached without an access decision",
+                "upstream_peer reached without an admitted, recorded request",
             ));
-        }
-        ctx.upstream_started = Some(Instant::now());
+        };
+        fwd.upstream_started = Some(Instant::now());
         let u = &self.upstream;
         let mut peer = HttpPeer::new((u.host.as_str(), u.port), u.tls, u.host.clone());
         peer.options.connection_timeout = Some(u.connect_timeout);
@@ -367,80 +351,109 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(u.read_timeout);
         peer.options.write_timeout = Some(u.read_timeout);
         peer.options.idle_timeout = Some(u.idle_timeout);
+        // Never forward an upgrade handshake (the edge refuses them too).
+        peer.options.http_upstream_request_policy =
+            pingora::upstreams::peer::HttpUpstreamRequestPolicy::deny_upgrades();
         Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let target = match (&ctx.upstream_target, ctx.allowed) {
-            (Some(t), true) => t,
-            _ => {
-                return Err(Error::explain(
-                    ErrorType::InternalError,
-                    "no access decision for upstream request",
-                ))
-            }
+        let Some(fwd) = ctx.forwarded.as_ref() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no admitted, recorded request to build the upstream request from",
+            ));
         };
-        for h in GATEWAY_HEADERS {
-            upstream_request.remove_header(h);
+        let admitted = &fwd.admitted;
+        // Only allow-listed client headers travel on; everything else
+        // (Forwarded, X-Forwarded-*, X-Original-URL, Authorization, Cookie,
+        // method overrides, …) stops here.
+        let names: Vec<HeaderName> = upstream_request.headers.keys().cloned().collect();
+        for name in names {
+            if !self.upstream.forward_headers.contains(&name) {
+                upstream_request.remove_header(&name);
+            }
         }
-        let uri = target.parse::<http::Uri>().map_err(|e| {
+        let uri = admitted.target().parse::<http::Uri>().map_err(|e| {
             Error::because(ErrorType::InternalError, "normalised path is not a URI", e)
         })?;
         upstream_request.set_uri(uri);
-        if let Some(a) = &ctx.agency_id {
-            upstream_request.insert_header("x-agency-id", a.as_str())?;
-        }
+        upstream_request.insert_header(
+            "host",
+            format!("{}:{}", self.upstream.host, self.upstream.port),
+        )?;
+        upstream_request.insert_header("x-agency-id", admitted.agency())?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(p) = &ctx.purpose {
-            upstream_request.insert_header("x-purpose", p.as_str())?;
+        if let Some(p) = admitted.purpose() {
+            upstream_request.insert_header("x-purpose", p)?;
         }
-        let host = format!("{}:{}", self.upstream.host, self.upstream.port);
-        upstream_request.insert_header("host", host)?;
+        if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = client.ip();
+            upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+            let node = match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            };
+            upstream_request.insert_header("forwarded", format!("for={node};proto=https"))?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "https")?;
+        if admitted.body_len() > 0 {
+            upstream_request.insert_header("content-length", admitted.body_len().to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "the registry answered 101 Switching Protocols",
+            )
+            .into_up());
+        }
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
+        if let Some(fwd) = ctx.forwarded.as_mut() {
+            fwd.upstream_status = Some(upstream_response.status.as_u16());
+            if let Some(t) = fwd.upstream_started {
+                self.metrics
+                    .upstream_duration
+                    .with_label_values(&[fwd.admitted.route()])
+                    .observe(t.elapsed().as_secs_f64());
+            }
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let status = upstream_response.status.as_u16();
-        if let (Some(t), Some(route)) = (ctx.upstream_started, &ctx.route_id) {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[route.as_str()])
-                .observe(t.elapsed().as_secs_f64());
-        }
-        let bytes = upstream_response
-            .headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        // Durable before disclosure: the head goes out only after this.
-        let outcome = Outcome {
-            decision: Decision::Allow,
-            code: None,
-            status,
-            upstream_status: Some(status),
-            bytes,
-        };
-        if let Err(e) = self.record(session, ctx, outcome).await {
-            ctx.audit_failed = true;
-            return Err(Error::because(
-                ErrorType::InternalError,
-                "audit record for the response could not be written",
-                e,
-            ));
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "the registry answered 101 Switching Protocols",
+            )
+            .into_up());
         }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(p) = &ctx.permit {
-            for (name, value) in &p.headers {
+        // Citizen data must not be kept by caches between registry and officer.
+        upstream_response.insert_header("cache-control", "no-store")?;
+        if let Some(fwd) = &ctx.forwarded {
+            for (name, value) in &fwd.admitted.permit().headers {
                 upstream_response.insert_header(*name, value.as_str())?;
             }
         }
@@ -453,49 +466,92 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let refusal = if ctx.audit_failed {
-            Refusal::AuditUnavailable
-        } else {
-            match e.etype() {
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                    Refusal::UpstreamTimeout
-                }
-                _ => Refusal::UpstreamUnavailable(e.etype().as_str().to_owned()),
-            }
+        let nothing = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
         };
-        let downstream_gone = matches!(
-            e.etype(),
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-        ) && e.esource() == &pingora::ErrorSource::Downstream;
-        // Headers already sent (failure mid-body) or client gone: nothing to write.
-        if downstream_gone || session.response_written().is_some() {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+        if ctx.forwarded.is_none() {
+            // Only the refusal path runs before admission; its errors are
+            // failures to write the answer to an agency that went away.
+            return nothing;
         }
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed after the access decision");
-        if let Err(write_err) = self.refuse(session, ctx, &refusal).await {
-            tracing::warn!(request_id = %ctx.request_id, error = %write_err, "could not send refusal");
+        if downstream_failed(e) {
+            return nothing;
+        }
+        let refusal = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Refusal::UpstreamTimeout
+            }
+            ErrorType::HTTPStatus(502) => Refusal::UpstreamBadResponse(
+                e.context
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_else(|| "unexpected response".into()),
+            ),
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error
+                if e.esource() == &ErrorSource::Downstream =>
+            {
+                Refusal::BadRequestBody(e.etype().as_str().to_lowercase())
+            }
+            other => Refusal::UpstreamUnavailable(other.as_str().to_owned()),
+        };
+        tracing::warn!(request_id = %ctx.request_id, error = %e, code = refusal.code(), "forwarded request failed");
+        let status = refusal.status();
+        ctx.ended = Some(refusal.clone());
+        // Headers already sent (failure mid-body): nothing more to write.
+        if session.response_written().is_none() {
+            if let Err(write_err) = send_refusal(session, &ctx.request_id, &refusal, None).await {
+                tracing::info!(request_id = %ctx.request_id, error = %write_err, "could not send the failure answer");
+            }
         }
         FailToProxy {
-            error_code: refusal.status(),
+            error_code: status,
             can_reuse_downstream: false,
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::redact_digits;
-
-    #[test]
-    fn long_digit_runs_never_reach_the_log() {
-        assert_eq!(redact_digits("/v1/x/001203012345/y"), "/v1/x/{redacted}/y");
-        assert_eq!(
-            redact_digits("/v1/citizens/12345678"),
-            "/v1/citizens/12345678"
-        );
-        assert_eq!(redact_digits("/a123456789"), "/a{redacted}");
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let sent = session
+            .response_written()
+            .filter(|r| !r.status.is_informational())
+            .map(|r| r.status.as_u16());
+        let client_gone = e.is_some_and(downstream_failed);
+        if let Some(fwd) = ctx.forwarded.as_mut() {
+            let outcome = match (&ctx.ended, client_gone, e) {
+                (_, true, _) => "client_closed".to_owned(),
+                (Some(r), _, _) => r.code().to_owned(),
+                (None, _, Some(err)) => format!("error:{}", err.etype().as_str()),
+                (None, false, None) => "completed".to_owned(),
+            };
+            fwd.finish(&outcome, sent, session.body_bytes_sent() as u64);
+        }
+        let agency = ctx.seen.agency.as_deref().unwrap_or("-");
+        let route = ctx.seen.route.as_deref().unwrap_or("-");
+        // What the agency got: the status sent, or 499 when it left first.
+        let status = match (sent, client_gone) {
+            (Some(s), _) => s,
+            (None, true) => 499,
+            (None, false) => ctx.ended.as_ref().map_or(500, |r| r.status()),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[agency, route, &status.to_string()])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[agency, route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(r) = &ctx.ended {
+            self.metrics.refusals.with_label_values(&[r.code()]).inc();
+            if let Refusal::QuotaExceeded(q) = r {
+                self.metrics
+                    .quota_rejections
+                    .with_label_values(&[agency, q.limit.as_str()])
+                    .inc();
+            }
+        }
+        if client_gone {
+            self.metrics.client_closed.inc();
+        }
     }
 }

@@ -32,6 +32,34 @@ pub enum Refusal {
     NotCompliant(String),
     /// The gateway is draining for shutdown; retry on another instance.
     ShuttingDown,
+    /// `Upgrade`, `CONNECT`: popgate never opens a tunnel, in which later
+    /// bytes would reach the registry unjudged and unrecorded.
+    TunnelRefused(&'static str),
+    /// Request header names and values exceed `limits.max_header_bytes`.
+    HeadersTooLarge {
+        limit: u64,
+    },
+    /// The body exceeds the route's limit.
+    BodyTooLarge {
+        limit: u64,
+    },
+    /// A body on GET, HEAD or DELETE: a registry that ignores it could read
+    /// it as a second, unjudged request.
+    BodyNotAllowed {
+        method: String,
+    },
+    /// The request body could not be read as HTTP (malformed chunking,
+    /// stalled past `limits.body_timeout_ms`).
+    BadRequestBody(String),
+    /// A path or query parameter that is not in the route's declared shape.
+    BadParameter(crate::access::ParamError),
+    /// This connection was opened while the agency already held its
+    /// `limits.max_connections_per_agency`.
+    TooManyConnections {
+        limit: u32,
+    },
+    /// The registry answered something popgate never relays (101).
+    UpstreamBadResponse(String),
 }
 
 impl Refusal {
@@ -49,6 +77,14 @@ impl Refusal {
             Refusal::AuditUnavailable => 503,
             Refusal::QuotaExceeded(q) if q.limit == crate::quota::Limit::Unavailable => 503,
             Refusal::QuotaExceeded(_) => 429,
+            Refusal::TunnelRefused(_)
+            | Refusal::BodyNotAllowed { .. }
+            | Refusal::BadRequestBody(_)
+            | Refusal::BadParameter(_) => 400,
+            Refusal::HeadersTooLarge { .. } => 431,
+            Refusal::BodyTooLarge { .. } => 413,
+            Refusal::TooManyConnections { .. } => 429,
+            Refusal::UpstreamBadResponse(_) => 502,
         }
     }
 
@@ -71,6 +107,17 @@ impl Refusal {
             Refusal::QuotaExceeded(_) => "quota_exceeded",
             Refusal::NotCompliant(_) => "not_compliant",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::TunnelRefused(_) => "tunnel_refused",
+            Refusal::HeadersTooLarge { .. } => "headers_too_large",
+            Refusal::BodyTooLarge { .. } => "body_too_large",
+            Refusal::BodyNotAllowed { .. } => "body_not_allowed",
+            Refusal::BadRequestBody(_) => "bad_request_body",
+            Refusal::BadParameter(crate::access::ParamError::QueryNotAllowed { .. }) => {
+                "query_not_allowed"
+            }
+            Refusal::BadParameter(_) => "bad_parameter",
+            Refusal::TooManyConnections { .. } => "too_many_connections",
+            Refusal::UpstreamBadResponse(_) => "upstream_bad_response",
         }
     }
 
@@ -110,6 +157,24 @@ impl Refusal {
             }
             Refusal::NotCompliant(why) => format!("agency not admitted: {why}"),
             Refusal::ShuttingDown => "this gateway instance is shutting down; retry".into(),
+            Refusal::TunnelRefused(what) => {
+                format!("{what}: popgate does not open tunnels; send plain HTTP requests")
+            }
+            Refusal::HeadersTooLarge { limit } => {
+                format!("request headers exceed {limit} bytes")
+            }
+            Refusal::BodyTooLarge { limit } => {
+                format!("request body exceeds {limit} bytes for this route")
+            }
+            Refusal::BodyNotAllowed { method } => format!("{method} requests must not carry a body"),
+            Refusal::BadRequestBody(why) => format!("the request body could not be read: {why}"),
+            Refusal::BadParameter(e) => e.to_string(),
+            Refusal::TooManyConnections { limit } => format!(
+                "this agency already holds {limit} open connections to this gateway; reuse them"
+            ),
+            Refusal::UpstreamBadResponse(why) => {
+                format!("the population registry sent a response popgate does not relay: {why}")
+            }
         }
     }
 

@@ -29,6 +29,31 @@ struct RawRoute {
     id: Spanned<String>,
     /// `"GET /v1/citizens/{citizen_id}"`
     route: Spanned<String>,
+    /// Shape (a regular expression the whole value must match) of each
+    /// path parameter. `citizen_id` is 12 digits unless given here; any
+    /// other parameter must be named here.
+    #[serde(default)]
+    params: HashMap<String, Spanned<String>>,
+    /// The query parameters this route accepts, each with its shape;
+    /// anything else in a query string is refused (400).
+    #[serde(default)]
+    query: HashMap<String, Spanned<RawQueryParam>>,
+    /// Request body limit for this route (default `limits.max_body_bytes`).
+    #[serde(default)]
+    max_body_bytes: Option<Spanned<u64>>,
+}
+
+/// A query parameter: its shape, or its shape and whether its value is a
+/// citizen ID (recorded only as its HMAC).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawQueryParam {
+    Shape(String),
+    Full {
+        shape: String,
+        #[serde(default)]
+        citizen: bool,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +131,47 @@ pub struct Route {
     pub id: String,
     pub method: Method,
     pub template: RouteTemplate,
+    /// Shape of each path parameter, by name.
+    pub params: Vec<(String, Shape)>,
+    /// Accepted query parameters, by name.
+    pub query: Vec<(String, QueryParam)>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// What a value must look like, as a regular expression matched against
+/// the whole value (after percent-decoding and normalisation).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    source: String,
+    re: regex::Regex,
+}
+
+impl Shape {
+    pub fn new(source: &str) -> Result<Shape, String> {
+        let re = regex::Regex::new(&format!("^(?:{source})$"))
+            .map_err(|e| format!("shape {source:?} is not a regular expression: {e}"))?;
+        Ok(Shape {
+            source: source.to_owned(),
+            re,
+        })
+    }
+    pub fn matches(&self, value: &str) -> bool {
+        self.re.is_match(value)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+/// The shape of a citizen ID: 12 digits (3 province, 1 century/gender,
+/// 2 birth year, 6 serial).
+pub const CITIZEN_ID_SHAPE: &str = "[0-9]{12}";
+
+#[derive(Debug, Clone)]
+pub struct QueryParam {
+    pub shape: Shape,
+    /// The value is a citizen ID: recorded as its HMAC, never in clear.
+    pub citizen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -187,11 +253,75 @@ impl Registry {
                     format!("route {:?}: {why}", r.route.value),
                 )
             })?;
+            let at = |loc: &serde_saphyr::Location, why: String| {
+                ConfigError::at(path, loc, format!("route {:?}: {why}", r.id.value))
+            };
+            let mut params = Vec::new();
+            for name in template.param_names() {
+                let shape = match r.params.get(name) {
+                    Some(s) => Shape::new(&s.value).map_err(|why| at(&s.referenced, why))?,
+                    None if name == "citizen_id" => {
+                        Shape::new(CITIZEN_ID_SHAPE).map_err(|why| at(&r.route.referenced, why))?
+                    }
+                    None => {
+                        return Err(at(
+                            &r.route.referenced,
+                            format!("parameter {{{name}}} needs a shape under params:"),
+                        ))
+                    }
+                };
+                params.push((name.to_owned(), shape));
+            }
+            if let Some((name, s)) = r
+                .params
+                .iter()
+                .find(|(n, _)| !template.param_names().any(|p| p == n.as_str()))
+            {
+                return Err(at(
+                    &s.referenced,
+                    format!("params names {name:?}, which the route template does not have"),
+                ));
+            }
+            let mut query = Vec::new();
+            for (name, q) in &r.query {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                {
+                    return Err(at(
+                        &q.referenced,
+                        format!("query parameter name {name:?} must be letters, digits, '_', '-' or '.'"),
+                    ));
+                }
+                let (shape, citizen) = match &q.value {
+                    RawQueryParam::Shape(s) => (s.as_str(), name == "citizen_id"),
+                    RawQueryParam::Full { shape, citizen } => (shape.as_str(), *citizen),
+                };
+                let shape = Shape::new(shape).map_err(|why| at(&q.referenced, why))?;
+                query.push((name.clone(), QueryParam { shape, citizen }));
+            }
+            query.sort_by(|a, b| a.0.cmp(&b.0));
+            let max_body_bytes = match &r.max_body_bytes {
+                Some(m) if m.value > crate::edge::BODY_LIMIT_CEILING => return Err(at(
+                    &m.referenced,
+                    format!(
+                        "max_body_bytes {} exceeds {} (bodies are read whole before forwarding)",
+                        m.value,
+                        crate::edge::BODY_LIMIT_CEILING
+                    ),
+                )),
+                Some(m) => Some(m.value),
+                None => None,
+            };
             route_index.insert(r.id.value.clone(), routes.len());
             routes.push(Route {
                 id: r.id.value,
                 method,
                 template,
+                params,
+                query,
+                max_body_bytes,
             });
         }
 

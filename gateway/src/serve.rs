@@ -95,20 +95,32 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         )
     })?;
     let audit_at_exit = audit.clone();
+    let hook = crate::edge::ConnectionHook {
+        table: crate::edge::ConnectionTable::new(
+            config.limits.max_connections_per_agency,
+            metrics.clone(),
+        ),
+        verifier: tls_state.verifier.clone(),
+        registry: registry.clone(),
+    };
     let gateway = Gateway {
         admission,
         drain: drain.clone(),
-        metrics,
+        metrics: metrics.clone(),
         quota,
         registry,
         verifier: tls_state.verifier.clone(),
         upstream: config.upstream.clone(),
+        limits: config.limits,
         audit,
     };
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-    // Paths stay empty: the certificate comes from the resolver, which
-    // pingora's rustls listener prefers over files.
-    let mut settings = TlsSettings::intermediate("", "")
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let edge = crate::edge::EdgeApp::new(proxy, config.limits, metrics);
+    let mut service = pingora::services::listening::Service::new("popgate".to_owned(), edge);
+    // No certificate paths: the certificate comes from the resolver, which
+    // pingora's rustls listener prefers over files. The callbacks count
+    // each connection against its agency for its whole life.
+    let mut settings = TlsSettings::with_callbacks(Box::new(hook))
         .map_err(|e| ConfigError::new(&config.source, format!("TLS listener settings: {e}")))?;
     settings.set_cert_resolver(tls_state.resolver.clone());
     settings.set_client_cert_verifier(tls_state.verifier.clone());

@@ -14,6 +14,7 @@ pub const REGISTRY: &str = r#"
 routes:
   - id: citizen.read
     route: GET /v1/citizens/{citizen_id}
+    query: { fields: "[a-z_,]{1,64}" }
   - id: citizen.residence
     route: GET /v1/citizens/{citizen_id}/residence
   - id: citizen.verify

@@ -47,10 +47,17 @@ async fn every_response_allowed_or_refused_has_a_record() {
         assert_eq!(r.status, want, "{target}: {}", r.body);
         ids.push(r.header("x-request-id").unwrap().to_owned());
     }
+    let audit = pki.dir.path().join("audit");
+    // Outcome records follow the response; wait for both allowed ones.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while audit_records(&audit).len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(gw);
 
-    let audit = pki.dir.path().join("audit");
-    let records = audit_records(&audit);
+    let all = audit_records(&audit);
+    let records: Vec<&serde_json::Value> =
+        all.iter().filter(|r| r.get("decision").is_some()).collect();
     let recorded: Vec<&str> = records
         .iter()
         .map(|r| r["request_id"].as_str().unwrap())
@@ -60,12 +67,25 @@ async fn every_response_allowed_or_refused_has_a_record() {
     assert_eq!(records[0]["agency"], "hanoi");
     assert_eq!(records[0]["route"], "citizen.read");
     assert_eq!(records[0]["path"], "/v1/citizens/{citizen_id}");
-    assert_eq!(records[0]["upstream_status"], 200);
     assert!(!records[0]["cert"]["serial"].as_str().unwrap().is_empty());
     assert_eq!(records[1]["decision"], "refuse");
     assert_eq!(records[1]["code"], "route_not_allowed");
+    assert_eq!(records[1]["status"], 403);
     assert_eq!(records[1]["agency"], "hanam");
     assert_eq!(records[2]["code"], "bad_path");
+    // Each allowed request's access record precedes its outcome record.
+    for allowed in [&ids[0], &ids[3]] {
+        let at = |kind: &str| {
+            all.iter()
+                .position(|r| r["request_id"] == allowed.as_str() && r.get(kind).is_some())
+                .unwrap_or_else(|| panic!("no {kind} record for {allowed}: {all:?}"))
+        };
+        assert!(at("decision") < at("outcome"));
+        let outcome = &all[at("outcome")];
+        assert_eq!(outcome["outcome"], "completed");
+        assert_eq!(outcome["status"], 200);
+        assert_eq!(outcome["upstream_status"], 200);
+    }
     for r in &records {
         assert!(
             !r.to_string().contains(ID),
@@ -75,12 +95,15 @@ async fn every_response_allowed_or_refused_has_a_record() {
 
     let (code, out) = pki.audit_verify(&audit);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("4 records"), "{out}");
+    assert!(out.contains("6 records"), "{out}");
 
     // The citizen's view: three accesses named this citizen (one refused).
     let hits = pki.audit_search(&audit, ID, &[]);
     assert_eq!(hits.len(), 3, "{hits:?}");
     assert_eq!(hits[0]["purpose"], "cap the can cuoc");
+    assert_eq!(hits[0]["status"], 200);
+    assert_eq!(hits[0]["ending"], "completed");
+    assert_eq!(hits[1]["ending"], "route_not_allowed");
     let hanoi_only = pki.audit_search(&audit, ID, &["--agency", "hanam"]);
     assert_eq!(hanoi_only.len(), 1);
     assert!(pki.audit_search(&audit, "035190123456", &[]).is_empty());

@@ -48,7 +48,7 @@ fn good_config_passes_and_mistakes_are_located() {
     .unwrap();
     let (code, _, err) = check(&config);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("agencies.yaml:19:"), "{err}");
+    assert!(err.contains("agencies.yaml:20:"), "{err}");
     assert!(err.contains("citizen.reed"), "{err}");
 
     // Registry YAML syntax error.

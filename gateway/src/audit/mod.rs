@@ -44,6 +44,13 @@ pub enum Durability {
     Relaxed { flush_interval: Duration },
 }
 
+/// How much record time the open segment's records after its newest
+/// checkpoint may span before `verify` calls the log damaged. Checkpoints
+/// follow writes within `checkpoint_interval_ms` (≤ 1 s), so a longer
+/// unvouched tail means checkpoints were removed; the slack covers
+/// queueing between a record's time and its write, and a crash.
+pub const MAX_UNCHECKPOINTED_SPAN: Duration = Duration::from_secs(6);
+
 /// The `audit:` section of `gateway.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +66,11 @@ pub struct RawAuditConfig {
     pub segment_max_bytes: u64,
     #[serde(default = "default_segment_age")]
     pub segment_max_age_s: u64,
+    /// How often the chain head of the open segment is signed (when it
+    /// moved). At most 1000: this bounds how far back an undetectable
+    /// rewrite of the open segment can reach.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -78,6 +90,9 @@ fn default_segment_bytes() -> u64 {
 fn default_segment_age() -> u64 {
     3600
 }
+fn default_checkpoint_ms() -> u64 {
+    1000
+}
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
@@ -87,6 +102,7 @@ pub struct AuditConfig {
     pub durability: Durability,
     pub segment_max_bytes: u64,
     pub segment_max_age: Duration,
+    pub checkpoint_interval: Duration,
 }
 
 impl AuditConfig {
@@ -107,6 +123,12 @@ impl AuditConfig {
                 "audit.segment_max_bytes must be ≥ 4096 and audit.segment_max_age_s ≥ 1",
             ));
         }
+        if !(10..=1000).contains(&raw.checkpoint_interval_ms) {
+            return Err(ConfigError::new(
+                file,
+                "audit.checkpoint_interval_ms must be between 10 and 1000",
+            ));
+        }
         if raw.flush_interval_ms == 0 || raw.flush_interval_ms > 60_000 {
             return Err(ConfigError::new(
                 file,
@@ -125,6 +147,7 @@ impl AuditConfig {
             },
             segment_max_bytes: raw.segment_max_bytes,
             segment_max_age: Duration::from_secs(raw.segment_max_age_s),
+            checkpoint_interval: Duration::from_millis(raw.checkpoint_interval_ms),
         })
     }
 
@@ -132,7 +155,14 @@ impl AuditConfig {
     /// can rewrite the log must not also find the key that would let them
     /// re-seal it or test citizen IDs against it.
     pub fn prepare(&self, file: &Path) -> Result<(), ConfigError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(segment::DIR_MODE);
+        }
+        builder.create(&self.dir).map_err(|e| {
             ConfigError::new(
                 file,
                 format!("audit.dir {}: cannot create: {e}", self.dir.display()),

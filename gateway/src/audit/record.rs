@@ -16,7 +16,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
+    /// Admitted: this record is durable before anything is forwarded, and
+    /// an [`Outcome`] record with the same request id follows.
     Allow,
+    /// Refused: this is the request's only record; it holds the status sent.
     Refuse,
 }
 
@@ -28,8 +31,8 @@ pub struct CertRef {
     pub subject: String,
 }
 
-/// What the gateway knows about one request when its response head is
-/// ready. Raw citizen IDs never appear: only `citizen_ref`.
+/// What the gateway decided about one request, with everything it knew
+/// when deciding. Raw citizen IDs never appear: only `citizen_ref`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
     /// UTC, RFC 3339 with milliseconds.
@@ -41,25 +44,96 @@ pub struct Access {
     pub method: String,
     pub route: Option<String>,
     pub path: String,
+    /// The query parameters the route allows, as forwarded; citizen IDs
+    /// among them appear only as their HMAC (`hmac:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<std::collections::BTreeMap<String, String>>,
     pub purpose: Option<String>,
     pub decision: Decision,
     /// Refusal code, for refusals.
     pub code: Option<String>,
-    pub status: u16,
-    /// Response body length when known (Content-Length).
+    /// The status sent, for refusals. An allowed request's status is in its
+    /// outcome record (records from before write-ahead auditing carry it here).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Response body length, for refusals (and in pre-write-ahead records).
+    #[serde(default)]
     pub bytes: Option<u64>,
-    pub latency_ms: u64,
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    #[serde(default)]
     pub upstream_status: Option<u16>,
     /// Keyed HMAC-SHA256 of the citizen ID in the path, hex.
     pub citizen_ref: Option<String>,
 }
 
-/// A record as stored: the access plus its place in the chain.
+/// How a forwarded request ended. Written after the exchange, whatever
+/// happened to it: the agency vanishing, the registry failing, or a normal
+/// end. Repeats agency, route and `citizen_ref` so a search by citizen
+/// finds it through the same index as the access it completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub time: String,
+    pub request_id: String,
+    pub agency: Option<String>,
+    pub route: Option<String>,
+    /// `completed`, or the stable code of what cut the exchange short
+    /// (`client_closed`, `upstream_unavailable`, `upstream_timeout`, …).
+    pub outcome: String,
+    /// The status the agency was sent; `None` if no response head left.
+    pub status: Option<u16>,
+    pub upstream_status: Option<u16>,
+    /// Response body bytes sent to the agency.
+    pub bytes: u64,
+    pub latency_ms: u64,
+    pub citizen_ref: Option<String>,
+}
+
+/// One line of the log.
+///
+/// Not boxed: each event is built once and moved to the writer thread, and
+/// most events are accesses, so a box would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Event {
+    Access(Access),
+    Outcome(Outcome),
+}
+
+impl Event {
+    pub fn request_id(&self) -> &str {
+        match self {
+            Event::Access(a) => &a.request_id,
+            Event::Outcome(o) => &o.request_id,
+        }
+    }
+    pub fn time(&self) -> &str {
+        match self {
+            Event::Access(a) => &a.time,
+            Event::Outcome(o) => &o.time,
+        }
+    }
+    pub fn citizen_ref(&self) -> Option<&str> {
+        match self {
+            Event::Access(a) => a.citizen_ref.as_deref(),
+            Event::Outcome(o) => o.citizen_ref.as_deref(),
+        }
+    }
+    pub fn agency(&self) -> Option<&str> {
+        match self {
+            Event::Access(a) => a.agency.as_deref(),
+            Event::Outcome(o) => o.agency.as_deref(),
+        }
+    }
+}
+
+/// A record as stored: the event plus its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub seq: u64,
     #[serde(flatten)]
-    pub access: Access,
+    pub event: Event,
     pub prev: String,
 }
 
@@ -123,11 +197,21 @@ pub fn citizen_ref(key: &[u8], citizen_id: &str) -> String {
 
 /// Now, as records spell it.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::macros::format_description!(
+    format_time(time::OffsetDateTime::now_utc())
+}
+
+/// A UTC time as records spell it (RFC 3339, milliseconds, `Z`).
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(&time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     ))
-    .unwrap_or_else(|_| now.unix_timestamp().to_string())
+    .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Reads a record time back (RFC 3339).
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 #[cfg(test)]
@@ -149,12 +233,13 @@ pub(crate) mod tests {
             route: Some("citizen.read".into()),
             path: "/v1/citizens/x".into(),
             purpose: Some("thủ tục \"cư trú\"".into()),
+            query: None,
             decision: Decision::Allow,
             code: None,
-            status: 200,
-            bytes: Some(120),
-            latency_ms: 3,
-            upstream_status: Some(200),
+            status: None,
+            bytes: None,
+            latency_ms: None,
+            upstream_status: None,
             citizen_ref: citizen.map(|c| citizen_ref(b"k", c)),
         }
     }
@@ -163,7 +248,7 @@ pub(crate) mod tests {
     fn encode_decode_round_trip_and_any_byte_change_is_caught() {
         let s = Stored {
             seq: 7,
-            access: sample("r1", Some("001203012345")),
+            event: Event::Access(sample("r1", Some("001203012345"))),
             prev: GENESIS.into(),
         };
         let (line, hash) = encode(&s).unwrap();

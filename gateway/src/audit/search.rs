@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use super::record::{self, Stored};
+use super::record::{self, Access, Event, Outcome, Stored};
 use super::segment;
 
 #[derive(Debug, Clone, Default)]
@@ -21,24 +21,45 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn keeps(&self, s: &Stored) -> bool {
+    fn keeps(&self, a: &Access) -> bool {
         self.since
             .as_ref()
-            .is_none_or(|t| s.access.time.as_str() >= t.as_str())
+            .is_none_or(|t| a.time.as_str() >= t.as_str())
             && self
                 .until
                 .as_ref()
-                .is_none_or(|t| s.access.time.as_str() < t.as_str())
+                .is_none_or(|t| a.time.as_str() < t.as_str())
             && self
                 .agency
                 .as_ref()
-                .is_none_or(|a| s.access.agency.as_deref() == Some(a.as_str()))
+                .is_none_or(|x| a.agency.as_deref() == Some(x.as_str()))
     }
 }
 
-/// All accesses to the citizen with reference `citizen_ref`, oldest first.
-pub fn search(dir: &Path, citizen_ref: &str, filter: &Filter) -> Result<Vec<Stored>, String> {
-    let mut hits = Vec::new();
+/// One access to a citizen's data: the decision, and for an allowed
+/// request how it ended (`None`: still in flight, or the gateway stopped
+/// before recording it — the access itself was recorded before forwarding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub seq: u64,
+    pub access: Access,
+    pub outcome: Option<Outcome>,
+}
+
+impl Hit {
+    /// The status the agency was sent, wherever the record keeps it.
+    pub fn status(&self) -> Option<u16> {
+        self.outcome
+            .as_ref()
+            .and_then(|o| o.status)
+            .or(self.access.status)
+    }
+}
+
+/// All accesses to the citizen with reference `citizen_ref`, oldest first,
+/// each joined with its outcome record.
+pub fn search(dir: &Path, citizen_ref: &str, filter: &Filter) -> Result<Vec<Hit>, String> {
+    let mut events: Vec<Stored> = Vec::new();
     for n in segment::list(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let seg = segment::segment_path(dir, n);
         let idx = segment::index_path(dir, n);
@@ -50,12 +71,29 @@ pub fn search(dir: &Path, citizen_ref: &str, filter: &Filter) -> Result<Vec<Stor
         for line in lines {
             let (stored, _) = record::decode(&line)
                 .map_err(|e| format!("{}: {e} (run `popgate audit verify`)", seg.display()))?;
-            if stored.access.citizen_ref.as_deref() == Some(citizen_ref) && filter.keeps(&stored) {
-                hits.push(stored);
+            if stored.event.citizen_ref() == Some(citizen_ref) {
+                events.push(stored);
             }
         }
     }
-    Ok(hits)
+    let mut outcomes: std::collections::HashMap<String, Outcome> = events
+        .iter()
+        .filter_map(|s| match &s.event {
+            Event::Outcome(o) => Some((o.request_id.clone(), o.clone())),
+            Event::Access(_) => None,
+        })
+        .collect();
+    Ok(events
+        .into_iter()
+        .filter_map(|s| match s.event {
+            Event::Access(a) if filter.keeps(&a) => Some(Hit {
+                seq: s.seq,
+                outcome: outcomes.remove(&a.request_id),
+                access: a,
+            }),
+            _ => None,
+        })
+        .collect())
 }
 
 fn indexed_lines(seg: &Path, idx: &Path, citizen_ref: &str) -> Result<Vec<Vec<u8>>, String> {

@@ -1,9 +1,12 @@
 //! Segment files, their seals and their search indexes.
 //!
-//! `audit-000001.jsonl` holds records; when it is closed (size or age),
-//! `audit-000001.seal` signs its last hash, record count and sequence range
-//! with the Ed25519 audit-seal key, and `audit-000001.idx` lists the byte
-//! offset of every record that names a citizen, sorted by citizen reference.
+//! `audit-000001.jsonl` holds records. While it is open, `audit-000001.ckpt`
+//! collects signed checkpoints of its chain head (at most a second apart
+//! under traffic). When it is closed (size or age), `audit-000001.seal`
+//! signs its last hash, record count and sequence range with the Ed25519
+//! audit-seal key, and `audit-000001.idx` lists the byte offset of every
+//! record that names a citizen, sorted by citizen reference (`verify`
+//! rebuilds it from the sealed records and compares).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,29 @@ pub fn index_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("audit-{n:06}.idx"))
 }
 
+/// Where the signed chain-head checkpoints of segment `n` are appended.
+pub fn checkpoint_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("audit-{n:06}.ckpt"))
+}
+
+/// Audit files are readable by their owner only: they name agencies,
+/// certificates and (keyed) citizen references.
+pub const FILE_MODE: u32 = 0o600;
+/// The audit directory's mode when popgate creates it.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Opens a file for appending, creating it with [`FILE_MODE`].
+pub fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(FILE_MODE);
+    }
+    opts.open(path)
+}
+
 /// Segment numbers present in `dir`, ascending.
 pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut v = Vec::new();
@@ -39,6 +65,54 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     }
     v.sort_unstable();
     Ok(v)
+}
+
+/// The search index of a segment: one `citizen_ref offset` line per record
+/// that names a citizen, sorted. Built the same way by the writer (at
+/// sealing) and by `verify` (to prove the index on disk is the one the
+/// sealed records imply).
+pub fn render_index(mut entries: Vec<(String, u64)>) -> String {
+    entries.sort();
+    let mut text = String::with_capacity(entries.len() * 80);
+    for (r, off) in &entries {
+        text.push_str(r);
+        text.push(' ');
+        text.push_str(&off.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+/// An Ed25519 signature over a domain-separated message, with the id of
+/// the key that made it. Seals and checkpoints both carry one.
+fn sign_message(key: &SigningKey, message: &str) -> (String, String) {
+    let sig = key.sign(message.as_bytes());
+    (
+        certs::signing::key_id(&key.verifying_key()),
+        base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+    )
+}
+
+fn verify_message(
+    key: &VerifyingKey,
+    key_id: &str,
+    signature: &str,
+    message: &str,
+    what: &str,
+) -> Result<(), String> {
+    let expected_id = certs::signing::key_id(key);
+    if key_id != expected_id {
+        return Err(format!(
+            "{what} made with key {key_id} but the verification key is {expected_id}"
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .map_err(|_| format!("{what} signature is not base64"))?;
+    let sig = Signature::from_slice(&bytes)
+        .map_err(|_| format!("{what} signature has the wrong length"))?;
+    key.verify(message.as_bytes(), &sig)
+        .map_err(|_| format!("{what} signature does not verify: it was forged or altered"))
 }
 
 /// What a seal asserts about a closed segment.
@@ -68,33 +142,23 @@ impl Seal {
         last_seq: u64,
         last_hash: &str,
     ) -> Seal {
-        let sig =
-            key.sign(Self::message(segment, records, first_seq, last_seq, last_hash).as_bytes());
+        let (key_id, signature) = sign_message(
+            key,
+            &Self::message(segment, records, first_seq, last_seq, last_hash),
+        );
         Seal {
             segment,
             records,
             first_seq,
             last_seq,
             last_hash: last_hash.to_owned(),
-            key_id: certs::signing::key_id(&key.verifying_key()),
-            signature: base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+            key_id,
+            signature,
         }
     }
 
     /// Checks the signature; the caller checks the facts against the segment.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
-        let expected_id = certs::signing::key_id(key);
-        if self.key_id != expected_id {
-            return Err(format!(
-                "sealed with key {} but the verification key is {expected_id}",
-                self.key_id
-            ));
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&self.signature)
-            .map_err(|_| "signature is not base64".to_owned())?;
-        let sig = Signature::from_slice(&bytes)
-            .map_err(|_| "signature has the wrong length".to_owned())?;
         let msg = Self::message(
             self.segment,
             self.records,
@@ -102,23 +166,51 @@ impl Seal {
             self.last_seq,
             &self.last_hash,
         );
-        key.verify(msg.as_bytes(), &sig)
-            .map_err(|_| "signature does not verify: the seal or its segment was forged".to_owned())
+        verify_message(key, &self.key_id, &self.signature, &msg, "seal")
     }
 }
 
-/// Writes a file atomically and durably (tmp, fsync, rename, fsync dir).
+/// A signed statement "at `time`, record `seq` of segment `segment` had
+/// hash `hash`", appended at most a checkpoint interval after records are
+/// written. It makes the open segment tamper-evident before it is sealed:
+/// rewriting or truncating records a checkpoint vouches for breaks the
+/// match, and only the seal key (kept off the log) can make a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub segment: u64,
+    pub seq: u64,
+    pub hash: String,
+    /// UTC, as records spell it.
+    pub time: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    fn message(segment: u64, seq: u64, hash: &str, time: &str) -> String {
+        format!("popgate-audit-checkpoint/v1\n{segment}\n{seq}\n{hash}\n{time}\n")
+    }
+
+    pub fn sign(key: &SigningKey, segment: u64, seq: u64, hash: &str, time: &str) -> Checkpoint {
+        let (key_id, signature) = sign_message(key, &Self::message(segment, seq, hash, time));
+        Checkpoint {
+            segment,
+            seq,
+            hash: hash.to_owned(),
+            time: time.to_owned(),
+            key_id,
+            signature,
+        }
+    }
+
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
+        let msg = Self::message(self.segment, self.seq, &self.hash, &self.time);
+        verify_message(key, &self.key_id, &self.signature, &msg, "checkpoint")
+    }
+}
+
+/// Writes a file atomically and durably, owner-only.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp~");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    certs::durable_file::write(path, bytes, true)
 }

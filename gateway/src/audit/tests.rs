@@ -16,6 +16,7 @@ struct Fixture {
 }
 
 fn fixture(max_bytes: u64) -> Fixture {
+    // The directory gets created by `prepare`, with the log's own mode.
     let root = tempfile::tempdir().unwrap();
     let keys = root.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
@@ -28,6 +29,7 @@ fn fixture(max_bytes: u64) -> Fixture {
         durability: Durability::Durable,
         segment_max_bytes: max_bytes,
         segment_max_age: Duration::from_secs(3600),
+        checkpoint_interval: Duration::from_millis(1000),
     };
     cfg.prepare(Path::new("test.yaml")).unwrap();
     Fixture {
@@ -101,7 +103,7 @@ fn a_changed_byte_is_caught_at_its_line() {
     let f = fixture(4096);
     write(&f, 30, |_| None);
     let mut l = lines(&f.seg(1));
-    l[2] = l[2].replacen("\"status\":200", "\"status\":201", 1);
+    l[2] = l[2].replacen("\"method\":\"GET\"", "\"method\":\"PUT\"", 1);
     put_lines(&f.seg(1), &l);
     let e = f.verify().unwrap_err();
     assert_eq!((e.file.clone(), e.line), (f.seg(1), 3), "{e}");
@@ -171,7 +173,9 @@ fn forge_segment_2(f: &Fixture, key: &ed25519_dalek::SigningKey) {
     for (i, l) in lines(&f.seg(2)).iter().enumerate() {
         let (mut s, _): (Stored, _) = record::decode(l.as_bytes()).unwrap();
         if i == 0 {
-            s.access.agency = Some("forged".into());
+            if let record::Event::Access(a) = &mut s.event {
+                a.agency = Some("forged".into());
+            }
             first_seq = s.seq;
         }
         s.prev = prev.clone();
@@ -212,7 +216,7 @@ fn a_forged_segment_without_the_key_is_caught() {
     forge_segment_2(&f, &forger);
     let e = f.verify().unwrap_err();
     assert_eq!(e.file, segment::seal_path(&f.cfg.dir, 2), "{e}");
-    assert!(e.what.contains("sealed with key"), "{e}");
+    assert!(e.what.contains("made with key"), "{e}");
 
     // Same key id claimed, signature not made with the real key.
     let mut seal: Seal =
@@ -386,4 +390,202 @@ fn keys_inside_the_log_directory_are_refused() {
     };
     let e = cfg.prepare(Path::new("g.yaml")).unwrap_err().to_string();
     assert!(e.contains("inside audit.dir"), "{e}");
+}
+
+/// Writes `n` records to the open segment (no rotation) with a short
+/// checkpoint interval, waits for the checkpoint, and stops the writer.
+fn write_checkpointed(f: &mut Fixture, n: usize) {
+    f.cfg.checkpoint_interval = Duration::from_millis(10);
+    let log = AuditLog::open(&f.cfg).unwrap();
+    rt().block_on(async {
+        for i in 0..n {
+            let a = sample(&format!("r{i}"), Some("001203012345"));
+            log.append(a).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    assert!(
+        log.stats()
+            .checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    log.close();
+}
+
+/// Rewrites the records of segment 1 as an attacker without the seal key
+/// would: change one field, recompute every hash and link after it.
+fn rewrite_open_segment(f: &Fixture, at: usize) {
+    let mut prev = record::GENESIS.to_owned();
+    let mut out = Vec::new();
+    for (i, l) in lines(&f.seg(1)).iter().enumerate() {
+        let (mut s, _): (Stored, _) = record::decode(l.as_bytes()).unwrap();
+        if i == at {
+            if let record::Event::Access(a) = &mut s.event {
+                a.purpose = Some("rewritten".into());
+                a.agency = Some("someone-else".into());
+            }
+        }
+        s.prev = prev.clone();
+        let (line, hash) = record::encode(&s).unwrap();
+        out.push(String::from_utf8(line).unwrap().trim_end().to_owned());
+        prev = hash;
+    }
+    put_lines(&f.seg(1), &out);
+}
+
+#[test]
+fn a_rechained_rewrite_of_the_open_segment_is_caught_by_its_checkpoint() {
+    let mut f = fixture(1 << 20);
+    write_checkpointed(&mut f, 20);
+    assert_eq!(f.verify().unwrap().sealed, 0);
+    // Without checkpoints, this rewrite would verify: every hash matches.
+    rewrite_open_segment(&f, 3);
+    let e = f.verify().unwrap_err();
+    assert_eq!(e.file, f.seg(1), "{e}");
+    assert!(e.what.contains("rewritten after being checkpointed"), "{e}");
+}
+
+#[test]
+fn truncating_the_open_segment_below_a_checkpoint_is_caught() {
+    let mut f = fixture(1 << 20);
+    write_checkpointed(&mut f, 20);
+    let mut l = lines(&f.seg(1));
+    l.truncate(15);
+    put_lines(&f.seg(1), &l);
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("records after seq 15 are missing"), "{e}");
+}
+
+#[test]
+fn removing_checkpoints_of_an_old_tail_is_caught() {
+    let mut f = fixture(1 << 20);
+    write_checkpointed(&mut f, 5);
+    // The records claim to span minutes, none of them vouched for.
+    std::fs::remove_file(segment::checkpoint_path(&f.cfg.dir, 1)).unwrap();
+    let mut prev = record::GENESIS.to_owned();
+    let mut out = Vec::new();
+    for (i, l) in lines(&f.seg(1)).iter().enumerate() {
+        let (mut s, _): (Stored, _) = record::decode(l.as_bytes()).unwrap();
+        if let record::Event::Access(a) = &mut s.event {
+            a.time = format!("2026-11-23T10:0{i}:00.000Z");
+        }
+        s.prev = prev.clone();
+        let (line, hash) = record::encode(&s).unwrap();
+        out.push(String::from_utf8(line).unwrap().trim_end().to_owned());
+        prev = hash;
+    }
+    put_lines(&f.seg(1), &out);
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("carry no checkpoint"), "{e}");
+}
+
+#[test]
+fn a_forged_checkpoint_is_caught() {
+    let mut f = fixture(1 << 20);
+    write_checkpointed(&mut f, 5);
+    let path = segment::checkpoint_path(&f.cfg.dir, 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut cp: segment::Checkpoint = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    cp.seq = 2;
+    std::fs::write(&path, format!("{}\n", serde_json::to_string(&cp).unwrap())).unwrap();
+    let e = f.verify().unwrap_err();
+    assert_eq!((e.file.clone(), e.line), (path, 1), "{e}");
+    assert!(e.what.contains("signature does not verify"), "{e}");
+}
+
+#[test]
+fn an_edited_index_is_caught_by_verify() {
+    let f = fixture(4096);
+    write(&f, 40, |i| Some(format!("0012030{:05}", i % 4)));
+    let idx = segment::index_path(&f.cfg.dir, 1);
+    let text = std::fs::read_to_string(&idx).unwrap();
+    // Hide one access to a citizen from `audit search`.
+    let edited: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&idx, edited).unwrap();
+    let e = f.verify().unwrap_err();
+    assert_eq!(e.file, idx, "{e}");
+    assert!(e.what.contains("index does not match"), "{e}");
+}
+
+#[test]
+fn outcomes_join_their_accesses_in_search() {
+    let f = fixture(4096);
+    let log = AuditLog::open(&f.cfg).unwrap();
+    let cref = log.citizen_ref("001203012345");
+    rt().block_on(async {
+        for i in 0..30 {
+            let mut a = sample(&format!("r{i}"), None);
+            a.citizen_ref = Some(cref.clone());
+            log.append(a).await.unwrap();
+            if i % 3 != 2 {
+                log.record_outcome(record::Outcome {
+                    time: record::now_rfc3339(),
+                    request_id: format!("r{i}"),
+                    agency: Some("hanoi".into()),
+                    route: Some("citizen.read".into()),
+                    outcome: if i % 3 == 0 {
+                        "completed"
+                    } else {
+                        "client_closed"
+                    }
+                    .into(),
+                    status: Some(200),
+                    upstream_status: Some(200),
+                    bytes: 10,
+                    latency_ms: 1,
+                    citizen_ref: Some(cref.clone()),
+                });
+            }
+        }
+    });
+    log.close();
+    assert_eq!(f.verify().unwrap().records, 50);
+    let hits = search(&f.cfg.dir, &cref, &Filter::default()).unwrap();
+    assert_eq!(hits.len(), 30);
+    for (i, h) in hits.iter().enumerate() {
+        match i % 3 {
+            0 => assert_eq!(h.outcome.as_ref().unwrap().outcome, "completed"),
+            1 => assert_eq!(h.outcome.as_ref().unwrap().outcome, "client_closed"),
+            _ => assert!(h.outcome.is_none()),
+        }
+    }
+}
+
+#[test]
+fn records_written_before_write_ahead_auditing_still_read() {
+    // A line in the format of the previous release: status in the access.
+    let old = r#"{"seq":1,"time":"2026-11-20T01:02:03.000Z","request_id":"x","agency":"hanoi","cert":null,"client":null,"method":"GET","route":"citizen.read","path":"/v1/citizens/{citizen_id}","purpose":null,"decision":"allow","code":null,"status":200,"bytes":12,"latency_ms":3,"upstream_status":200,"citizen_ref":null,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    let body = old.as_bytes().to_vec();
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    let line = format!("{},\"hash\":\"{hash}\"}}", &old[..old.len() - 1]);
+    let (s, _) = record::decode(line.as_bytes()).unwrap();
+    match s.event {
+        record::Event::Access(a) => assert_eq!(a.status, Some(200)),
+        record::Event::Outcome(_) => panic!("read as an outcome"),
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn audit_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = fixture(4096);
+    write_checkpointed(&mut f, 3);
+    write(&f, 40, |i| Some(format!("{i:012}")));
+    let dir_mode = std::fs::metadata(&f.cfg.dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    for e in std::fs::read_dir(&f.cfg.dir).unwrap() {
+        let e = e.unwrap();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", e.path().display());
+    }
+    // A file left 0644 by an earlier version is tightened on open.
+    std::fs::set_permissions(f.seg(1), std::fs::Permissions::from_mode(0o644)).unwrap();
+    AuditLog::open(&f.cfg).unwrap().close();
+    let mode = std::fs::metadata(f.seg(1)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

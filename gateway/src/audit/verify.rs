@@ -1,12 +1,23 @@
 //! `popgate audit verify`: proves the log is whole, in order and unaltered,
 //! or names the first place it is not.
+//!
+//! Three kinds of evidence are checked against the records:
+//! - the hash chain (every record names the hash of the one before);
+//! - seals of closed segments (signed count, range and last hash), and the
+//!   search index beside each, rebuilt from the sealed records and compared
+//!   byte for byte (an index missing a citizen's line would hide accesses);
+//! - signed checkpoints of the open segment's chain head, so a record that
+//!   a checkpoint vouches for cannot be rewritten or cut off unnoticed, and
+//!   a tail that no checkpoint covers for longer than checkpoints take to
+//!   follow writes means checkpoints were removed.
 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
 use super::record::{self, GENESIS};
-use super::segment::{self, Seal};
+use super::segment::{self, Checkpoint, Seal};
+use super::MAX_UNCHECKPOINTED_SPAN;
 
 /// The first problem found, as `file:line: what`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +36,44 @@ pub struct Summary {
     pub records: u64,
     pub first_time: Option<String>,
     pub last_time: Option<String>,
+    /// Checkpoints checked, over all segments.
+    pub checkpoints: u64,
+    /// Records of the open segment that no checkpoint or seal vouches for
+    /// yet (written within the last checkpoint interval, or before a crash).
+    pub unvouched: u64,
+}
+
+/// What one segment's records say, as far as the other evidence needs it.
+struct Records {
+    path: PathBuf,
+    first_seq: u64,
+    /// Hash of each record, in order.
+    hashes: Vec<String>,
+    /// Time of each record, in order.
+    times: Vec<String>,
+    /// (citizen_ref, byte offset) of records naming a citizen.
+    index: Vec<(String, u64)>,
+}
+
+impl Records {
+    /// The sequence number of the last record (the one before the segment
+    /// when it is empty).
+    fn last_seq(&self) -> u64 {
+        self.first_seq + self.hashes.len() as u64 - 1
+    }
+    fn at(&self, line: u64, what: String) -> Finding {
+        Finding {
+            file: self.path.clone(),
+            line,
+            what,
+        }
+    }
+}
+
+/// The chain as it runs across segments.
+struct Chain {
+    prev: String,
+    seq: u64,
 }
 
 /// Verifies every segment in `dir` against the seal key.
@@ -35,12 +84,14 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
         what,
     };
     let segments = segment::list(dir).map_err(|e| whole(format!("cannot list: {e}")))?;
-    if segments.is_empty() {
+    let Some(&last_segment) = segments.last() else {
         return Err(whole("no audit segments (audit-NNNNNN.jsonl) here".into()));
-    }
+    };
     let mut summary = Summary::default();
-    let (mut prev, mut seq) = (GENESIS.to_owned(), 0u64);
-    let last_segment = *segments.last().unwrap_or(&1);
+    let mut chain = Chain {
+        prev: GENESIS.to_owned(),
+        seq: 0,
+    };
     for (i, &n) in segments.iter().enumerate() {
         let path = segment::segment_path(dir, n);
         let expected_n = i as u64 + 1;
@@ -53,107 +104,275 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
                 ),
             });
         }
-        let bytes = std::fs::read(&path).map_err(|e| Finding {
-            file: path.clone(),
-            line: 0,
-            what: format!("cannot read: {e}"),
-        })?;
-        let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        let first_seq = seq + 1;
-        let mut records = 0u64;
-        let mut line_no = 0u64;
-        // A whole file ends with '\n', so splitting yields one empty tail.
-        let mut lines: Vec<&[u8]> = bytes[..whole_len].split(|b| *b == b'\n').collect();
-        lines.pop();
-        for line in lines {
-            line_no += 1;
-            if line.is_empty() {
-                return Err(Finding {
-                    file: path.clone(),
-                    line: line_no,
-                    what: "empty line: a record was removed or the file spliced".into(),
-                });
-            }
-            let at = |what: String| Finding {
-                file: path.clone(),
-                line: line_no,
-                what,
-            };
-            let (stored, hash) = record::decode(line).map_err(|e| at(e.to_string()))?;
-            if stored.seq != seq + 1 {
-                return Err(at(format!(
-                    "sequence {} where {} was expected: records were deleted, reordered or inserted",
-                    stored.seq,
-                    seq + 1
-                )));
-            }
-            if stored.prev != prev {
-                return Err(at(
-                    "prev does not match the hash of the record before it: the chain is broken"
-                        .into(),
-                ));
-            }
-            seq = stored.seq;
-            prev = hash;
-            records += 1;
-            summary.first_time.get_or_insert(stored.access.time.clone());
-            summary.last_time = Some(stored.access.time);
-        }
-        let seal_path = segment::seal_path(dir, n);
-        if whole_len < bytes.len() {
-            let what = if n == last_segment && !seal_path.exists() {
-                format!(
-                    "torn tail: {} bytes after the last whole record (a crash mid-write; popgate saves and truncates it on restart)",
-                    bytes.len() - whole_len
-                )
-            } else {
-                format!(
-                    "{} bytes of partial record in a closed segment",
-                    bytes.len() - whole_len
-                )
-            };
-            return Err(Finding {
-                file: path,
-                line: line_no + 1,
-                what,
-            });
-        }
-        if seal_path.exists() {
-            let seal_err = |what: String| Finding {
-                file: seal_path.clone(),
-                line: 0,
-                what,
-            };
-            let seal: Seal = serde_json::from_slice(
-                &std::fs::read(&seal_path).map_err(|e| seal_err(format!("cannot read: {e}")))?,
-            )
-            .map_err(|e| seal_err(format!("not a seal: {e}")))?;
-            seal.verify(key).map_err(seal_err)?;
-            if seal.segment != n
-                || seal.records != records
-                || seal.first_seq != first_seq
-                || seal.last_seq != seq
-                || seal.last_hash != prev
-            {
-                return Err(Finding {
-                    file: path,
-                    line: line_no,
-                    what: format!(
-                        "segment does not match its seal (sealed {} records, seq {}..{}; found {records}, seq {first_seq}..{seq}): records were removed or added after sealing",
-                        seal.records, seal.first_seq, seal.last_seq
-                    ),
-                });
-            }
+        let is_open = n == last_segment && !segment::seal_path(dir, n).exists();
+        let records = read_segment(&path, &mut chain, is_open)?;
+        summary.checkpoints += check_checkpoints(dir, n, &records, key, is_open, &mut summary)?;
+        if is_open {
+            // The open (last, unsealed) segment is vouched for by checkpoints only.
+        } else if segment::seal_path(dir, n).exists() {
+            check_seal(dir, n, &records, key)?;
+            check_index(dir, n, &records)?;
             summary.sealed += 1;
-        } else if n != last_segment {
-            return Err(Finding {
-                file: path,
-                line: 0,
-                what: "segment is not sealed but is not the last one".into(),
-            });
+        } else {
+            return Err(records.at(0, "segment is not sealed but is not the last one".into()));
+        }
+        if let Some(t) = records.times.first() {
+            summary.first_time.get_or_insert(t.clone());
+        }
+        if let Some(t) = records.times.last() {
+            summary.last_time = Some(t.clone());
         }
         summary.segments += 1;
-        summary.records += records;
+        summary.records += records.hashes.len() as u64;
     }
     Ok(summary)
+}
+
+/// Reads a segment, checking each line's own hash and its place in the chain.
+fn read_segment(path: &Path, chain: &mut Chain, is_open: bool) -> Result<Records, Finding> {
+    let bytes = std::fs::read(path).map_err(|e| Finding {
+        file: path.to_owned(),
+        line: 0,
+        what: format!("cannot read: {e}"),
+    })?;
+    let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let mut records = Records {
+        path: path.to_owned(),
+        first_seq: chain.seq + 1,
+        hashes: Vec::new(),
+        times: Vec::new(),
+        index: Vec::new(),
+    };
+    let mut offset = 0u64;
+    let mut line_no = 0u64;
+    // A whole file ends with '\n', so splitting yields one empty tail.
+    let mut lines: Vec<&[u8]> = bytes[..whole_len].split(|b| *b == b'\n').collect();
+    lines.pop();
+    for line in lines {
+        line_no += 1;
+        if line.is_empty() {
+            return Err(records.at(
+                line_no,
+                "empty line: a record was removed or the file spliced".into(),
+            ));
+        }
+        let (stored, hash) =
+            record::decode(line).map_err(|e| records.at(line_no, e.to_string()))?;
+        if stored.seq != chain.seq + 1 {
+            return Err(records.at(
+                line_no,
+                format!(
+                    "sequence {} where {} was expected: records were deleted, reordered or inserted",
+                    stored.seq,
+                    chain.seq + 1
+                ),
+            ));
+        }
+        if stored.prev != chain.prev {
+            return Err(records.at(
+                line_no,
+                "prev does not match the hash of the record before it: the chain is broken".into(),
+            ));
+        }
+        if let Some(r) = stored.event.citizen_ref() {
+            records.index.push((r.to_owned(), offset));
+        }
+        offset += line.len() as u64 + 1;
+        chain.seq = stored.seq;
+        chain.prev = hash.clone();
+        records.hashes.push(hash);
+        records.times.push(stored.event.time().to_owned());
+    }
+    if whole_len < bytes.len() {
+        let what = if is_open {
+            format!(
+                "torn tail: {} bytes after the last whole record (a crash mid-write; popgate saves and truncates it on restart)",
+                bytes.len() - whole_len
+            )
+        } else {
+            format!(
+                "{} bytes of partial record in a closed segment",
+                bytes.len() - whole_len
+            )
+        };
+        return Err(records.at(line_no + 1, what));
+    }
+    Ok(records)
+}
+
+fn check_seal(dir: &Path, n: u64, records: &Records, key: &VerifyingKey) -> Result<(), Finding> {
+    let seal_path = segment::seal_path(dir, n);
+    let seal_err = |what: String| Finding {
+        file: seal_path.clone(),
+        line: 0,
+        what,
+    };
+    let seal: Seal = serde_json::from_slice(
+        &std::fs::read(&seal_path).map_err(|e| seal_err(format!("cannot read: {e}")))?,
+    )
+    .map_err(|e| seal_err(format!("not a seal: {e}")))?;
+    seal.verify(key).map_err(seal_err)?;
+    let found = records.hashes.len() as u64;
+    let (first, last) = (records.first_seq, records.first_seq + found - 1);
+    let last_hash = records.hashes.last().map(String::as_str).unwrap_or("");
+    if seal.segment != n
+        || seal.records != found
+        || seal.first_seq != first
+        || seal.last_seq != last
+        || seal.last_hash != last_hash
+    {
+        return Err(records.at(
+            found,
+            format!(
+                "segment does not match its seal (sealed {} records, seq {}..{}; found {found}, seq {first}..{last}): records were removed or added after sealing",
+                seal.records, seal.first_seq, seal.last_seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The index on disk must be exactly the one the sealed records imply: a
+/// line removed from it would make `audit search` miss those accesses.
+fn check_index(dir: &Path, n: u64, records: &Records) -> Result<(), Finding> {
+    let idx_path = segment::index_path(dir, n);
+    let at = |line: u64, what: String| Finding {
+        file: idx_path.clone(),
+        line,
+        what,
+    };
+    let on_disk = std::fs::read(&idx_path).map_err(|e| {
+        at(
+            0,
+            format!("cannot read the index of a sealed segment: {e} (search relies on it)"),
+        )
+    })?;
+    let expected = segment::render_index(records.index.clone());
+    if on_disk == expected.as_bytes() {
+        return Ok(());
+    }
+    let mut disk_lines = on_disk.split(|b| *b == b'\n');
+    for (i, want) in expected.lines().enumerate() {
+        match disk_lines.next() {
+            Some(got) if got == want.as_bytes() => {}
+            Some(_) | None => {
+                return Err(at(
+                    i as u64 + 1,
+                    format!(
+                        "index does not match the sealed records (expected \"{want}\"): entries were removed, added or changed, so search would give wrong answers"
+                    ),
+                ))
+            }
+        }
+    }
+    Err(at(
+        expected.lines().count() as u64 + 1,
+        "index has entries the sealed records do not imply: it was altered".into(),
+    ))
+}
+
+/// Checks each signed checkpoint of segment `n` against its records and,
+/// for the open segment, that the records after the newest one are recent
+/// relative to it. Returns how many checkpoints were checked.
+fn check_checkpoints(
+    dir: &Path,
+    n: u64,
+    records: &Records,
+    key: &VerifyingKey,
+    is_open: bool,
+    summary: &mut Summary,
+) -> Result<u64, Finding> {
+    let ckpt_path = segment::checkpoint_path(dir, n);
+    let bytes = match std::fs::read(&ckpt_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Finding {
+                file: ckpt_path,
+                line: 0,
+                what: format!("cannot read: {e}"),
+            })
+        }
+    };
+    // A crash while appending can tear the last checkpoint: it never
+    // vouched for anything, so it is ignored (whole lines are not).
+    let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let mut newest: u64 = records.first_seq - 1;
+    let mut count = 0;
+    for (i, line) in bytes[..whole_len]
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+    {
+        let at = |what: String| Finding {
+            file: ckpt_path.clone(),
+            line: i as u64 + 1,
+            what,
+        };
+        let cp: Checkpoint =
+            serde_json::from_slice(line).map_err(|e| at(format!("not a checkpoint: {e}")))?;
+        cp.verify(key).map_err(at)?;
+        if cp.segment != n {
+            return Err(at(format!(
+                "checkpoint names segment {} but lies beside segment {n}: moved or forged",
+                cp.segment
+            )));
+        }
+        if cp.seq < records.first_seq.saturating_sub(1) {
+            return Err(at(format!(
+                "checkpoint vouches for seq {} which is before this segment (starts at {})",
+                cp.seq, records.first_seq
+            )));
+        }
+        if cp.seq > records.last_seq() {
+            return Err(records.at(
+                records.hashes.len() as u64,
+                format!(
+                    "records after seq {} are missing: the checkpoint of {} vouches for seq {}, so the segment was truncated after it was checkpointed",
+                    records.last_seq(),
+                    cp.time,
+                    cp.seq
+                ),
+            ));
+        }
+        if cp.seq >= records.first_seq {
+            let line_no = cp.seq - records.first_seq + 1;
+            if records.hashes[(line_no - 1) as usize] != cp.hash {
+                return Err(records.at(
+                    line_no,
+                    format!(
+                        "record seq {} is not the one the checkpoint of {} vouches for: it (or a record before it) was rewritten after being checkpointed",
+                        cp.seq, cp.time
+                    ),
+                ));
+            }
+        }
+        newest = newest.max(cp.seq);
+        count += 1;
+    }
+    if is_open && !records.hashes.is_empty() && newest < records.last_seq() {
+        let first_unvouched = (newest + 1 - records.first_seq) as usize;
+        let from = &records.times[first_unvouched];
+        let to = records.times.last().unwrap_or(from);
+        let span = match (record::parse_time(from), record::parse_time(to)) {
+            (Some(a), Some(b)) => b - a,
+            _ => {
+                return Err(records.at(
+                    first_unvouched as u64 + 1,
+                    format!("record time {from:?} is not an RFC 3339 time"),
+                ))
+            }
+        };
+        if span > MAX_UNCHECKPOINTED_SPAN {
+            return Err(records.at(
+                first_unvouched as u64 + 1,
+                format!(
+                    "records from {from} to {to} ({:.0} s) carry no checkpoint, but popgate checkpoints within a second of writing: checkpoints were removed or these records rewritten",
+                    span.as_seconds_f64()
+                ),
+            ));
+        }
+        summary.unvouched = records.last_seq() - newest;
+    }
+    Ok(count)
 }

@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 
-use super::record::{self, Access, Stored, GENESIS};
-use super::segment::{self, Seal};
+use super::record::{self, Access, Event, Outcome, Stored, GENESIS};
+use super::segment::{self, Checkpoint, Seal};
 use super::{AuditConfig, AuditError, Durability};
 
 struct Job {
-    access: Access,
-    done: tokio::sync::oneshot::Sender<Result<u64, AuditError>>,
+    event: Event,
+    /// Who waits for the record to be durable; `None` for outcome records,
+    /// which nobody waits on (they ride on the next group commit).
+    done: Option<tokio::sync::oneshot::Sender<Result<u64, AuditError>>>,
 }
 
 /// Counters the metrics endpoint and the tests read.
@@ -36,6 +38,11 @@ pub struct Stats {
     /// Batches made durable with one fdatasync each.
     pub syncs: AtomicU64,
     pub write_failures: AtomicU64,
+    /// Signed chain-head checkpoints written.
+    pub checkpoints: AtomicU64,
+    /// Outcome records that could not be written (the access record of
+    /// the same request is durable; only its ending is missing).
+    pub outcomes_lost: AtomicU64,
     /// Time each durable batch spent in fdatasync: the floor under every
     /// response's latency in durable mode.
     pub fsync_seconds: prometheus::Histogram,
@@ -54,6 +61,8 @@ impl Default for Stats {
             records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            outcomes_lost: AtomicU64::new(0),
             fsync_seconds: prometheus::Histogram::with_opts(opts)
                 .expect("static metric definition"),
         }
@@ -120,11 +129,15 @@ impl AuditLog {
         })
     }
 
-    /// Appends a record; resolves once it is durable (or, in relaxed mode,
-    /// written). Returns its sequence number.
+    /// Appends an access record; resolves once it is durable (or, in
+    /// relaxed mode, written). Returns its sequence number.
     pub async fn append(&self, access: Access) -> Result<u64, AuditError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        match self.inner.tx.try_send(Job { access, done }) {
+        let job = Job {
+            event: Event::Access(access),
+            done: Some(done),
+        };
+        match self.inner.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AuditError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
@@ -133,6 +146,41 @@ impl AuditLog {
         }
         wait.await
             .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?
+    }
+
+    /// Queues the outcome record of a forwarded request without waiting:
+    /// its access record is already durable, and the outcome is made durable
+    /// by the next group commit. A full queue hands the record to a
+    /// blocking task rather than dropping it.
+    pub fn record_outcome(&self, outcome: Outcome) {
+        let job = Job {
+            event: Event::Outcome(outcome),
+            done: None,
+        };
+        match self.inner.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                let tx = self.inner.tx.clone();
+                let shared = self.inner.shared.clone();
+                let send = move || {
+                    if tx.send(job).is_err() {
+                        shared.stats.outcomes_lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(send)),
+                    Err(_) => send(),
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.inner
+                    .shared
+                    .stats
+                    .outcomes_lost
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!("audit writer stopped: an outcome record was lost");
+            }
+        }
     }
 
     /// False after a failed write until a later write succeeds.
@@ -191,8 +239,15 @@ struct Writer {
     durability: Durability,
     max_bytes: u64,
     max_age: Duration,
+    checkpoint_interval: Duration,
     segment: u64,
     file: File,
+    /// The open segment's checkpoint file.
+    checkpoints: File,
+    /// Sequence number the newest checkpoint vouches for.
+    checkpointed_seq: u64,
+    /// When it was made; `None` makes the next housekeeping checkpoint.
+    checkpointed_at: Option<Instant>,
     len: u64,
     seq: u64,
     prev: String,
@@ -211,6 +266,7 @@ impl Writer {
             AuditError::Write(format!("{}: {what}: {e}", p.display()))
         };
         let segments = segment::list(&dir).map_err(|e| io("cannot list", &dir, e))?;
+        restrict_modes(&dir);
         let (mut segment, mut seq, mut prev) = (1, 0, GENESIS.to_owned());
         let mut index = Vec::new();
         let mut len = 0;
@@ -284,8 +340,8 @@ impl Writer {
                             i + 1
                         )));
                     }
-                    if let Some(r) = stored.access.citizen_ref {
-                        index.push((r, offset));
+                    if let Some(r) = stored.event.citizen_ref() {
+                        index.push((r.to_owned(), offset));
                     }
                     seq = stored.seq;
                     prev = hash;
@@ -296,11 +352,11 @@ impl Writer {
             }
         }
         let path = segment::segment_path(&dir, segment);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io("cannot open for append", &path, e))?;
+        let file =
+            segment::open_append(&path).map_err(|e| io("cannot open for append", &path, e))?;
+        let ckpt_path = segment::checkpoint_path(&dir, segment);
+        let checkpoints = segment::open_append(&ckpt_path)
+            .map_err(|e| io("cannot open for append", &ckpt_path, e))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io("cannot sync directory", &dir, e))?;
@@ -310,8 +366,14 @@ impl Writer {
             durability: cfg.durability,
             max_bytes: cfg.segment_max_bytes,
             max_age: cfg.segment_max_age,
+            checkpoint_interval: cfg.checkpoint_interval,
             segment,
             file,
+            checkpoints,
+            // Nothing recovered is vouched for yet: the first housekeeping
+            // checkpoints it.
+            checkpointed_seq: seq - records,
+            checkpointed_at: None,
             len,
             first_seq: seq + 1 - records,
             seq,
@@ -324,11 +386,14 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Job>, inner: &Shared) {
-        // Short enough that a seal request on shutdown is served promptly.
+        // Short enough that a seal request on shutdown is served promptly
+        // and checkpoints keep their interval when traffic stops.
         let tick = match self.durability {
             Durability::Durable => Duration::from_millis(50),
             Durability::Relaxed { flush_interval } => flush_interval,
-        };
+        }
+        .min(self.checkpoint_interval);
+        self.housekeeping(inner);
         loop {
             let first = match rx.recv_timeout(tick) {
                 Ok(job) => job,
@@ -369,12 +434,20 @@ impl Writer {
             match result {
                 Ok(first_seq) => {
                     for (i, job) in batch.into_iter().enumerate() {
-                        let _ = job.done.send(Ok(first_seq + i as u64));
+                        if let Some(done) = job.done {
+                            let _ = done.send(Ok(first_seq + i as u64));
+                        }
                     }
                 }
                 Err(e) => {
                     for job in batch {
-                        let _ = job.done.send(Err(e.clone()));
+                        match job.done {
+                            Some(done) => drop(done.send(Err(e.clone()))),
+                            None => {
+                                inner.stats.outcomes_lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(request_id = job.event.request_id(), error = %e, "outcome record lost");
+                            }
+                        }
                     }
                 }
             }
@@ -399,13 +472,23 @@ impl Writer {
         for job in batch {
             let stored = Stored {
                 seq: self.seq + 1,
-                access: job.access.clone(),
-                prev: self.prev.clone(),
+                event: job.event.clone(),
+                prev: std::mem::take(&mut self.prev),
             };
-            let (line, hash) = record::encode(&stored)
-                .map_err(|e| AuditError::Write(format!("cannot encode record: {e}")))?;
-            if let Some(r) = &stored.access.citizen_ref {
-                self.index.push((r.clone(), self.len + buf.len() as u64));
+            let encoded = record::encode(&stored);
+            self.prev = stored.prev;
+            let (line, hash) = match encoded {
+                Ok(x) => x,
+                Err(e) => {
+                    self.seq = seq0;
+                    self.prev = prev0;
+                    self.index.truncate(index0);
+                    self.records = records0;
+                    return Err(AuditError::Write(format!("cannot encode record: {e}")));
+                }
+            };
+            if let Some(r) = stored.event.citizen_ref() {
+                self.index.push((r.to_owned(), self.len + buf.len() as u64));
             }
             buf.extend_from_slice(&line);
             self.seq += 1;
@@ -472,6 +555,20 @@ impl Writer {
                 }
             }
         }
+        if self.seq > self.checkpointed_seq
+            && self
+                .checkpointed_at
+                .is_none_or(|t| t.elapsed() >= self.checkpoint_interval)
+            && !self.dirty
+            && inner.writable.load(Ordering::Acquire)
+        {
+            match self.checkpoint() {
+                Ok(()) => {
+                    inner.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "audit checkpoint failed; will retry"),
+            }
+        }
         let due = self.records > 0
             && (self.len >= self.max_bytes || self.opened.elapsed() >= self.max_age);
         if due {
@@ -479,6 +576,31 @@ impl Writer {
                 tracing::error!(error = %e, "audit segment rotation failed; will retry");
             }
         }
+    }
+
+    /// Appends a signed checkpoint of the chain head and makes it durable.
+    /// Only durable records are vouched for (relaxed mode syncs first: the
+    /// caller checks `dirty`), so a crash can never leave a checkpoint
+    /// pointing past the end of the log.
+    fn checkpoint(&mut self) -> Result<(), AuditError> {
+        let path = segment::checkpoint_path(&self.dir, self.segment);
+        let cp = Checkpoint::sign(
+            &self.seal_key,
+            self.segment,
+            self.seq,
+            &self.prev,
+            &record::now_rfc3339(),
+        );
+        let mut line = serde_json::to_vec(&cp)
+            .map_err(|e| AuditError::Write(format!("cannot encode checkpoint: {e}")))?;
+        line.push(b'\n');
+        self.checkpoints
+            .write_all(&line)
+            .and_then(|_| self.checkpoints.sync_data())
+            .map_err(|e| AuditError::Write(format!("{}: {e}", path.display())))?;
+        self.checkpointed_seq = self.seq;
+        self.checkpointed_at = Some(Instant::now());
+        Ok(())
     }
 
     /// Can a block be written and synced in the log directory right now?
@@ -498,15 +620,7 @@ impl Writer {
     fn rotate(&mut self) -> Result<(), AuditError> {
         let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
         self.file.sync_all().map_err(|e| io(&self.dir, e))?;
-        let mut idx = self.index.clone();
-        idx.sort();
-        let mut text = String::with_capacity(idx.len() * 80);
-        for (r, off) in &idx {
-            text.push_str(r);
-            text.push(' ');
-            text.push_str(&off.to_string());
-            text.push('\n');
-        }
+        let text = segment::render_index(self.index.clone());
         let idx_path = segment::index_path(&self.dir, self.segment);
         segment::write_durably(&idx_path, text.as_bytes()).map_err(|e| io(&idx_path, e))?;
         let seal = Seal::sign(
@@ -522,11 +636,9 @@ impl Writer {
             .map_err(|e| AuditError::Write(format!("cannot encode seal: {e}")))?;
         segment::write_durably(&seal_path, &json).map_err(|e| io(&seal_path, e))?;
         let next = segment::segment_path(&self.dir, self.segment + 1);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&next)
-            .map_err(|e| io(&next, e))?;
+        let file = segment::open_append(&next).map_err(|e| io(&next, e))?;
+        let next_ckpt = segment::checkpoint_path(&self.dir, self.segment + 1);
+        let checkpoints = segment::open_append(&next_ckpt).map_err(|e| io(&next_ckpt, e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(&self.dir, e))?;
@@ -538,10 +650,48 @@ impl Writer {
         self.index.clear();
         self.segment += 1;
         self.file = file;
+        self.checkpoints = checkpoints;
+        // The seal vouches for everything so far.
+        self.checkpointed_seq = self.seq;
         self.len = 0;
         self.first_seq = self.seq + 1;
         self.records = 0;
         self.opened = Instant::now();
         Ok(())
+    }
+}
+
+/// Makes every audit file owner-only, including those written by versions
+/// that created them 0644: they name agencies, certificates and citizen
+/// references. Failures are logged, never fatal (the log stays writable).
+fn restrict_modes(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let is_audit = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("audit-"));
+            let Ok(meta) = e.metadata() else { continue };
+            if !is_audit || !meta.is_file() || meta.permissions().mode() & 0o077 == 0 {
+                continue;
+            }
+            let path = e.path();
+            match std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(segment::FILE_MODE),
+            ) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "audit file made owner-only (0600)")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), error = %err, "cannot restrict audit file mode")
+                }
+            }
+        }
     }
 }

@@ -5,18 +5,7 @@
 use super::Report;
 use crate::checks::Status;
 
-fn cell(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
+use csvcell::cell;
 
 pub fn render_csv(r: &Report) -> String {
     let mut o = String::from(
