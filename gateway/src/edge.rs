@@ -300,12 +300,14 @@ pub struct EdgeApp<P> {
 }
 
 impl<P> EdgeApp<P> {
-    pub fn new(proxy: HttpProxy<P>, limits: Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(mut proxy: HttpProxy<P>, limits: Limits, metrics: Arc<Metrics>) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(limits.idle_timeout);
         // CONNECT reaches popgate's request filter, which refuses it with
         // an audited `tunnel_refused` (pingora would answer 405 unrecorded).
         options.allow_connect_method_proxying = true;
+        // The proxy reads its own copy when it parses a request head.
+        proxy.server_options = Some(options.clone());
         EdgeApp {
             proxy: Arc::new(proxy),
             limits,

@@ -510,6 +510,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// An agency leaving is recorded and counted, not an error of popgate's.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
+        downstream_failed(e)
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let sent = session
             .response_written()

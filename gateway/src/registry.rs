@@ -303,14 +303,16 @@ impl Registry {
             }
             query.sort_by(|a, b| a.0.cmp(&b.0));
             let max_body_bytes = match &r.max_body_bytes {
-                Some(m) if m.value > crate::edge::BODY_LIMIT_CEILING => return Err(at(
-                    &m.referenced,
-                    format!(
+                Some(m) if m.value > crate::edge::BODY_LIMIT_CEILING => {
+                    return Err(at(
+                        &m.referenced,
+                        format!(
                         "max_body_bytes {} exceeds {} (bodies are read whole before forwarding)",
                         m.value,
                         crate::edge::BODY_LIMIT_CEILING
                     ),
-                )),
+                    ))
+                }
                 Some(m) => Some(m.value),
                 None => None,
             };

@@ -131,6 +131,30 @@ impl Client {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response in 30 s"))?
     }
 
+    /// Writes `bytes` as they are on a fresh connection and reads until the
+    /// gateway closes it (or `wait` passes): what came back, and whether
+    /// the gateway closed the connection by itself.
+    pub async fn exchange(
+        &self,
+        port: u16,
+        bytes: &[u8],
+        wait: Duration,
+    ) -> std::io::Result<(Vec<u8>, bool)> {
+        let mut s = self.connect(port).await?;
+        s.write_all(bytes).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+                Err(_) => return Ok((buf, false)),
+                Ok(Ok(0)) => return Ok((buf, true)),
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(_)) => return Ok((buf, true)),
+            }
+        }
+    }
+
     pub async fn get(
         &self,
         port: u16,
@@ -141,7 +165,8 @@ impl Client {
     }
 }
 
-fn parse(buf: &[u8]) -> std::io::Result<RawResponse> {
+/// Parses one HTTP/1.1 response (head and body) from raw bytes.
+pub fn parse(buf: &[u8]) -> std::io::Result<RawResponse> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
     let text = String::from_utf8_lossy(buf);
     let (head, body) = text
