@@ -152,8 +152,9 @@ enum Standing {
 #[derive(Debug, Default)]
 struct Snapshot {
     by_agency: HashMap<String, Standing>,
-    /// (name, modified, length) of every file, to notice changes.
-    fingerprint: Vec<(String, Option<SystemTime>, u64)>,
+    /// (name, modified, length) of every file, to notice changes; `None`
+    /// before the first load.
+    fingerprint: Option<Vec<(String, Option<SystemTime>, u64)>>,
 }
 
 pub struct Admission {
@@ -213,7 +214,7 @@ impl Admission {
     /// Re-reads the directory if anything in it changed. Returns whether it did.
     pub fn refresh(&self) -> bool {
         let fp = fingerprint(&self.config.verdicts_dir);
-        if fp == self.state.load().fingerprint && !fp.is_empty() {
+        if self.state.load().fingerprint.as_ref() == Some(&fp) {
             return false;
         }
         let mut by_agency = HashMap::new();
@@ -243,6 +244,7 @@ impl Admission {
             }
             by_agency.insert(agency.to_string(), standing);
         }
+        // Only on change: the directory is polled every few seconds.
         tracing::info!(
             dir = %self.config.verdicts_dir.display(),
             agencies = by_agency.len(),
@@ -250,7 +252,7 @@ impl Admission {
         );
         self.state.store(Arc::new(Snapshot {
             by_agency,
-            fingerprint: fp,
+            fingerprint: Some(fp),
         }));
         true
     }
@@ -326,4 +328,29 @@ pub fn spawn_watcher(
             std::thread::sleep(admission.poll_interval());
         })
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_directory_is_not_reloaded_even_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Admission::new(AdmissionConfig {
+            verdicts_dir: dir.path().to_owned(),
+            trusted_keys: Vec::new(),
+            required: Required::All,
+            exempt: Vec::new(),
+            grace: Duration::ZERO,
+            poll_interval: Duration::from_millis(10),
+        })
+        .unwrap();
+        // Loaded once at start; polls of the same (empty) directory do nothing.
+        assert!(!a.refresh());
+        assert!(!a.refresh());
+        std::fs::write(dir.path().join("agency-hanoi.verdict.json"), b"{}").unwrap();
+        assert!(a.refresh());
+        assert!(!a.refresh());
+    }
 }

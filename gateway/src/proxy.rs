@@ -510,9 +510,10 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// An agency leaving is recorded and counted, not an error of popgate's.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, e: &Error) -> bool {
-        downstream_failed(e)
+    /// An agency leaving is recorded and counted, not an error of popgate's;
+    /// a failure popgate classified was logged once, with its request id.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, e: &Error) -> bool {
+        downstream_failed(e) || ctx.ended.is_some()
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {

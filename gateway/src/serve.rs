@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
@@ -115,17 +114,19 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         audit,
     };
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    let edge = crate::edge::EdgeApp::new(proxy, config.limits, metrics);
-    let mut service = pingora::services::listening::Service::new("popgate".to_owned(), edge);
-    // No certificate paths: the certificate comes from the resolver, which
-    // pingora's rustls listener prefers over files. The callbacks count
-    // each connection against its agency for its whole life.
-    let mut settings = TlsSettings::with_callbacks(Box::new(hook))
+    let edge = crate::edge::EdgeApp::new(proxy, config.limits, metrics.clone());
+    let tls_config = tls_state
+        .server_config()
         .map_err(|e| ConfigError::new(&config.source, format!("TLS listener settings: {e}")))?;
-    settings.set_cert_resolver(tls_state.resolver.clone());
-    settings.set_client_cert_verifier(tls_state.verifier.clone());
-    settings.enable_h2();
-    service.add_tls_with_settings(&config.listen.to_string(), None, settings);
+    let front = crate::edge::TlsFront {
+        acceptor: pingora::listeners::tls::Acceptor::from_server_config(tls_config),
+        hook,
+        app: Arc::new(edge),
+        handshake_timeout: config.limits.header_timeout,
+        metrics,
+    };
+    let mut service = pingora::services::listening::Service::new("popgate".to_owned(), front);
+    service.add_tcp(&config.listen.to_string());
     server.add_service(service);
     tracing::info!(
         listen = %config.listen,

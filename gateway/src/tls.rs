@@ -182,7 +182,26 @@ impl TlsMaterial {
         let key = self.certified_key(&files.key)?;
         state.resolver.0.store(key);
         state.expiry.store(Arc::new(self.expiry(files)));
-        Ok(state.verifier.replace(verifier))
+        Ok(state.verifier.replace(verifier, self.roots.subjects()))
+    }
+}
+
+impl TlsState {
+    /// The listener's rustls configuration: TLS 1.2 and 1.3, ALPN h2 then
+    /// HTTP/1.1, the agency client-certificate verifier, the reloadable
+    /// server certificate, and the *server's* cipher suite order (AEAD with
+    /// forward secrecy only, strongest first), so no client can steer the
+    /// connection to a weaker suite it prefers.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(self.verifier.clone())
+        .with_cert_resolver(self.resolver.clone());
+        config.ignore_client_order = true;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
@@ -242,7 +261,12 @@ const IDENTITY_CACHE_MAX: usize = 50_000;
 #[derive(Debug)]
 pub struct AgencyCertVerifier {
     inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
-    hints: Vec<DistinguishedName>,
+    /// The CA names sent in CertificateRequest, from the current bundle.
+    /// rustls borrows them from the verifier for the whole handshake, so
+    /// each set lives for the rest of the process: a new set is leaked
+    /// only when a reload changes the bundle's subjects (an operator
+    /// action, a few hundred bytes each), never on an unchanged reload.
+    hints: ArcSwap<&'static [DistinguishedName]>,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
     /// Counts handshakes; set once metrics exist.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
@@ -285,7 +309,7 @@ impl AgencyCertVerifier {
     fn new(inner: Arc<dyn ClientCertVerifier>, hints: Vec<DistinguishedName>) -> Self {
         AgencyCertVerifier {
             inner: ArcSwap::from_pointee(inner),
-            hints,
+            hints: ArcSwap::from_pointee(&*Box::leak(hints.into_boxed_slice())),
             verified: Mutex::new(HashMap::new()),
             metrics: std::sync::OnceLock::new(),
         }
@@ -309,8 +333,18 @@ impl AgencyCertVerifier {
 
     /// Swaps in a new inner verifier and forgets every remembered
     /// certificate it no longer accepts. Returns how many were forgotten.
-    fn replace(&self, inner: Arc<dyn ClientCertVerifier>) -> usize {
+    fn replace(&self, inner: Arc<dyn ClientCertVerifier>, hints: Vec<DistinguishedName>) -> usize {
         let now = UnixTime::now();
+        let current: &[DistinguishedName] = **self.hints.load();
+        let same = current.len() == hints.len()
+            && current
+                .iter()
+                .zip(&hints)
+                .all(|(a, b)| a.as_ref() == b.as_ref());
+        if !same {
+            self.hints
+                .store(Arc::new(&*Box::leak(hints.into_boxed_slice())));
+        }
         self.inner.store(Arc::new(inner.clone()));
         let Ok(mut map) = self.verified.lock() else {
             return 0;
@@ -363,7 +397,7 @@ impl AgencyCertVerifier {
 
 impl ClientCertVerifier for AgencyCertVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        **self.hints.load()
     }
 
     fn verify_client_cert(
