@@ -68,6 +68,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
+/// How long the development server certificate is valid: under the 398
+/// days browsers and scanners (testssl.sh) accept.
+pub const SERVER_CERT_DAYS: i64 = 397;
+
+/// Where certificates of the development PKI say their CRL is published:
+/// `popgate pki serve-crl --dir <pki>` serves it there (DER, re-read on
+/// every request, so a revocation is visible at once).
+pub const DEV_CRL_URL: &str = "http://localhost:8489/crl.der";
+
+fn crl_distribution_points() -> Vec<rcgen::CrlDistributionPoint> {
+    vec![rcgen::CrlDistributionPoint {
+        uris: vec![DEV_CRL_URL.to_owned()],
+    }]
+}
+
 /// Who an agency certificate is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgencySubject {
@@ -236,6 +251,7 @@ impl DevPki {
     }
 
     fn issue_server(&self) -> Result<(), PkiError> {
+        const { assert!(SERVER_CERT_DAYS <= 398) };
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut p = CertificateParams::default();
         p.distinguished_name = dn(&[
@@ -251,7 +267,9 @@ impl DevPki {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         p.not_before = now - Duration::hours(1);
-        p.not_after = now + Duration::days(825);
+        // CA/Browser Forum limit for TLS server certificates (398 days).
+        p.not_after = now + Duration::days(SERVER_CERT_DAYS);
+        p.crl_distribution_points = crl_distribution_points();
         p.serial_number = Some(random_serial()?);
         p.use_authority_key_identifier_extension = true;
         let cert = p.signed_by(&key, &self.issuer()?)?;
@@ -298,6 +316,7 @@ impl DevPki {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.not_before = spec.not_before;
         p.not_after = spec.not_after;
+        p.crl_distribution_points = crl_distribution_points();
         let serial = random_serial()?;
         p.serial_number = Some(serial.clone());
         p.use_authority_key_identifier_extension = true;
@@ -516,6 +535,35 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&issued.key_path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn certificates_name_their_crl_and_the_server_one_stays_under_398_days() {
+        let dir = tempdir("crldp");
+        let pki = DevPki::create(&dir).unwrap();
+        let pem = fs::read_to_string(pki.server_cert_path()).unwrap();
+        let leaf = ::pem::parse_many(&pem).unwrap().remove(0);
+        let der = leaf.contents();
+        let not_after = crate::inspect::not_after_unix(der).unwrap();
+        let days = (not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400;
+        assert!(days <= 398, "server certificate valid {days} days");
+        // id-ce-cRLDistributionPoints (2.5.29.31) with the dev CRL URL.
+        for der in [der.to_vec(), {
+            let a = AgencySubject {
+                id: "hanoi".into(),
+                name: "Hà Nội".into(),
+            };
+            pki.issue_agency(&a, 10).unwrap().der
+        }] {
+            assert!(
+                der.windows(3).any(|w| w == [0x55, 0x1d, 0x1f]),
+                "no CRL distribution point"
+            );
+            assert!(der
+                .windows(DEV_CRL_URL.len())
+                .any(|w| w == DEV_CRL_URL.as_bytes()));
         }
         fs::remove_dir_all(&dir).ok();
     }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod config;
+pub mod crl_publisher;
 pub mod demo;
 pub mod demo_system;
 pub mod edge;

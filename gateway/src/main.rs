@@ -150,6 +150,14 @@ enum PkiCommand {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Publish the PKI's CRL over HTTP (GET /crl.der, /crl.pem) where its
+    /// certificates' CRL distribution point says it is.
+    ServeCrl {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8489")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// An error the CLI reports: a message and an exit code.
@@ -352,6 +360,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             print_hits(&hits, format);
         }
+        Command::Pki(PkiCommand::ServeCrl { dir, listen }) => {
+            let pki = DevPki::open(&dir)?;
+            let rt = tokio::runtime::Runtime::new().map_err(|e| Failure {
+                code: 1,
+                message: format!("runtime: {e}"),
+            })?;
+            rt.block_on(async {
+                let l = gateway::crl_publisher::bind(listen).await.map_err(|e| Failure {
+                    code: 1,
+                    message: format!("{listen}: cannot listen: {e}"),
+                })?;
+                tracing::info!(%listen, crl = %pki.crl_path().display(), "publishing the CRL at /crl.der and /crl.pem");
+                tokio::select! {
+                    r = gateway::crl_publisher::serve(l, pki.crl_path()) => r.map_err(|e| Failure { code: 1, message: e.to_string() }),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })?;
+        }
         Command::RegistryDemo { listen } => {
             let rt = tokio::runtime::Runtime::new().map_err(|e| Failure {
                 code: 1,
@@ -481,7 +507,10 @@ fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
 fn default_sigpipe_for_reports(command: &Command) {
     if !matches!(
         command,
-        Command::Serve { .. } | Command::Demo { .. } | Command::RegistryDemo { .. }
+        Command::Serve { .. }
+            | Command::Demo { .. }
+            | Command::RegistryDemo { .. }
+            | Command::Pki(PkiCommand::ServeCrl { .. })
     ) {
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe {

@@ -28,6 +28,11 @@ pub fn repo_root() -> PathBuf {
 /// workspace binary up to date. Under `cargo test --workspace` that is a
 /// no-op.
 pub fn bin(name: &str) -> PathBuf {
+    // E2E_BIN_DIR runs the tests against other builds of the binaries,
+    // e.g. the previous release, to show a regression test fails there.
+    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let Ok(cargo) = std::env::var("CARGO") else {

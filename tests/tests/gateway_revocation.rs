@@ -103,3 +103,77 @@ async fn revocation_plus_sighup_ends_access_without_a_restart() {
     );
     assert!(pki.client(&hanoi).get(port, CITIZEN, &[]).await.is_err());
 }
+
+/// The dev PKI's certificates name a CRL distribution point, and
+/// `popgate pki serve-crl` publishes the CRL there, current after a revoke.
+#[test]
+fn the_crl_is_published_where_certificates_say() {
+    use std::io::{Read, Write};
+    let pki = e2e::gateway::TestPki::new();
+    let issued = pki.agency("hanoi");
+    let url = certs::pki::DEV_CRL_URL;
+    assert!(issued.der.windows(url.len()).any(|w| w == url.as_bytes()));
+    let port = e2e::free_port();
+    let mut child = std::process::Command::new(e2e::bin("popgate"))
+        .args(["pki", "serve-crl", "--dir"])
+        .arg(pki.dir.path().join("pki"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let fetch = |path: &str| -> Vec<u8> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("serve-crl not listening: {e}"),
+            }
+        };
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        out[end..].to_vec()
+    };
+    let crl_der = |pem_text: &str| -> Vec<u8> {
+        let b64: String = pem_text
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
+    };
+    let before = fetch("/crl.der");
+    assert_eq!(
+        before,
+        crl_der(&std::fs::read_to_string(pki.pki.crl_path()).unwrap())
+    );
+    pki.pki.revoke(&issued.cert_path).unwrap();
+    let after = fetch("/crl.der");
+    assert_ne!(
+        before, after,
+        "the published CRL did not follow the revocation"
+    );
+    assert_eq!(
+        after,
+        crl_der(&std::fs::read_to_string(pki.pki.crl_path()).unwrap())
+    );
+    let serial = hex::decode(&issued.serial_hex).unwrap();
+    assert!(after.windows(serial.len()).any(|w| w == serial.as_slice()));
+    let _ = child.kill();
+    let _ = child.wait();
+}
