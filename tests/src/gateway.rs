@@ -102,6 +102,31 @@ impl TestPki {
         )
     }
 
+    /// An HTTP/2 connection as `cert`'s holder: the request sender, and the
+    /// connection task (it ends when the gateway closes the connection).
+    pub async fn h2(
+        &self,
+        cert: &IssuedCert,
+        port: u16,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ) {
+        let client = Client::with_alpn(
+            &self.pki.ca_cert_path(),
+            Some((&cert.cert_path, &cert.key_path)),
+            vec![b"h2".to_vec()],
+        );
+        let tls = client.connect(port).await.expect("h2 connect");
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
+        (send, tokio::spawn(conn))
+    }
+
     pub fn anonymous_client(&self) -> Client {
         Client::new(&self.pki.ca_cert_path(), None)
     }
@@ -120,57 +145,118 @@ pub struct GatewayProcess {
     pub child: Child,
 }
 
-/// Writes a config for `pki` forwarding to `upstream` (host:port), with the
-/// audit log in `<tmp>/audit`.
-pub fn write_config(pki: &TestPki, upstream: &str, read_timeout_ms: u64) -> (PathBuf, u16) {
-    write_config_with_audit(
-        pki,
-        upstream,
-        read_timeout_ms,
-        &pki.dir.path().join("audit"),
-    )
+/// A gateway config under construction: `pki.config(upstream)`, then
+/// settings by name, then [`ConfigBuilder::write`].
+pub struct ConfigBuilder<'a> {
+    pki: &'a TestPki,
+    upstream: String,
+    name: String,
+    read_timeout_ms: u64,
+    audit: PathBuf,
+    admin: bool,
+    extra: String,
 }
 
-pub fn write_config_with_audit(
-    pki: &TestPki,
-    upstream: &str,
-    read_timeout_ms: u64,
-    audit_dir: &Path,
-) -> (PathBuf, u16) {
-    write_config_full(
-        pki,
-        "gateway.yaml",
-        upstream,
-        read_timeout_ms,
-        audit_dir,
-        "",
-    )
+/// A written config: where it is and what it listens on.
+pub struct TestConfig {
+    pub path: PathBuf,
+    pub port: u16,
+    /// The admin listener's port, when [`ConfigBuilder::admin`] was asked for.
+    pub admin: Option<u16>,
+    pub audit: PathBuf,
 }
 
-/// A config named `name` with `extra` YAML appended (e.g. a `quota:` block).
-pub fn write_config_full(
-    pki: &TestPki,
-    name: &str,
-    upstream: &str,
-    read_timeout_ms: u64,
-    audit_dir: &Path,
-    extra: &str,
-) -> (PathBuf, u16) {
-    let port = free_port();
-    let dir = pki.dir.path();
-    if !dir.join("agencies.yaml").exists() {
-        std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
+impl TestConfig {
+    /// The admin port; panics if the config has no admin listener.
+    pub fn admin_port(&self) -> u16 {
+        self.admin
+            .expect("this config has no admin listener: call .admin()")
     }
-    let cfg = format!(
-        "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {read_timeout_ms}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n",
-        audit = audit_dir.display()
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{cfg}{extra}")).expect("config");
-    (path, port)
+}
+
+impl TestPki {
+    /// A config forwarding to `upstream` (host:port) with the audit log in
+    /// `<tmp>/audit` and a 5 s upstream read timeout.
+    pub fn config(&self, upstream: &str) -> ConfigBuilder<'_> {
+        ConfigBuilder {
+            pki: self,
+            upstream: upstream.to_owned(),
+            name: "gateway.yaml".into(),
+            read_timeout_ms: 5000,
+            audit: self.dir.path().join("audit"),
+            admin: false,
+            extra: String::new(),
+        }
+    }
+}
+
+impl ConfigBuilder<'_> {
+    /// The file name (several configs can share one PKI and registry).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+    pub fn read_timeout_ms(mut self, ms: u64) -> Self {
+        self.read_timeout_ms = ms;
+        self
+    }
+    pub fn audit_dir(mut self, dir: &Path) -> Self {
+        self.audit = dir.to_owned();
+        self
+    }
+    /// Adds an admin listener on a free port.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+    /// Appends YAML (e.g. a `quota:` or `limits:` block).
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    pub fn write(self) -> TestConfig {
+        let port = free_port();
+        let dir = self.pki.dir.path();
+        if !dir.join("agencies.yaml").exists() {
+            std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
+        }
+        let admin = self.admin.then(free_port);
+        let mut cfg = format!(
+            "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {timeout}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n",
+            upstream = self.upstream,
+            timeout = self.read_timeout_ms,
+            audit = self.audit.display()
+        );
+        if let Some(a) = admin {
+            cfg.push_str(&format!("admin:\n  listen: 127.0.0.1:{a}\n"));
+        }
+        cfg.push_str(&self.extra);
+        let path = dir.join(&self.name);
+        std::fs::write(&path, cfg).expect("config");
+        TestConfig {
+            path,
+            port,
+            admin,
+            audit: self.audit,
+        }
+    }
 }
 
 impl GatewayProcess {
+    /// Starts `popgate serve` on a written config.
+    pub fn run(config: &TestConfig) -> Self {
+        Self::start(&config.path, config.port)
+    }
+
+    /// Sends a signal (SIGHUP, SIGTERM, SIGKILL, …) to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     pub fn start(config: &Path, port: u16) -> Self {
         let child = Command::new(bin("popgate"))
             .args(["serve", "--config"])

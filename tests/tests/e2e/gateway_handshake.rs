@@ -3,7 +3,7 @@
 //! response at all.
 
 use certs::pki::LeafUsage;
-use e2e::gateway::{write_config, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 use time::{Duration, OffsetDateTime};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
@@ -53,7 +53,9 @@ async fn only_valid_agency_certificates_complete_the_handshake() {
     let other = TestPki::new();
     let foreign = other.agency("hanoi");
 
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let _gw = GatewayProcess::start(&config, port);
 
     // The control: the good certificate works, so failures below are real refusals.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::gateway::{write_config_full, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 use e2e::targets::{site_policies, tool_available, LeafKey, OpenSslServer, TargetPki};
 use e2e::{admin_get, free_port, metric};
 use time::OffsetDateTime;
@@ -78,18 +78,9 @@ async fn a_province_is_admitted_only_while_its_system_passes() {
     let verdicts = pki.dir.path().join("verdicts");
     std::fs::create_dir_all(&verdicts).unwrap();
     let registry = RegistryProcess::start();
-    let admin = free_port();
     let audit_dir = pki.dir.path().join("audit");
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &registry.addr,
-        5000,
-        &audit_dir,
-        &format!(
-            "admin:\n  listen: 127.0.0.1:{admin}\nadmission:\n  verdicts_dir: verdicts\n  trusted_keys: [pki/verdict-signing.pub]\n  require: {{kinds: [province]}}\n  poll_interval_ms: 100\n"
-        ),
-    );
+    let e2e::gateway::TestConfig { path: config, port, admin: admin_port, .. } = pki.config(&registry.addr).audit_dir(&audit_dir).admin().extra("admission:\n  verdicts_dir: verdicts\n  trusted_keys: [pki/verdict-signing.pub]\n  require: {kinds: [province]}\n  poll_interval_ms: 100\n").write();
+    let admin = admin_port.expect("admin listener");
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let hanam = pki.client(&pki.agency("hanam"));

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::gateway::{write_config, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 use e2e::upstream::{RecordingUpstream, SilentUpstream};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
@@ -12,7 +12,9 @@ const CITIZEN: &str = "/v1/citizens/001203012345";
 async fn agencies_get_exactly_what_they_are_granted() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let hanam = pki.client(&pki.agency("hanam"));
@@ -102,7 +104,9 @@ async fn agencies_get_exactly_what_they_are_granted() {
 async fn encoding_tricks_do_not_bypass_the_route_acl() {
     let pki = TestPki::new();
     let upstream = RecordingUpstream::start().await;
-    let (config, port) = write_config(&pki, &upstream.addr.to_string(), 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&upstream.addr.to_string()).write();
     let _gw = GatewayProcess::start(&config, port);
     let hanam = pki.client(&pki.agency("hanam")); // may read, not residence
 
@@ -156,7 +160,9 @@ async fn encoding_tricks_do_not_bypass_the_route_acl() {
 async fn spoofed_gateway_headers_never_reach_the_upstream() {
     let pki = TestPki::new();
     let upstream = RecordingUpstream::start().await;
-    let (config, port) = write_config(&pki, &upstream.addr.to_string(), 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&upstream.addr.to_string()).write();
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
 
@@ -191,7 +197,12 @@ async fn upstream_down_or_hung_gives_json_errors_not_a_hang() {
 
     // Nothing listens on this port.
     let closed = e2e::free_port();
-    let (config, port) = write_config(&pki, &format!("127.0.0.1:{closed}"), 1000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki
+        .config(&format!("127.0.0.1:{closed}"))
+        .read_timeout_ms(1000)
+        .write();
     let gw = GatewayProcess::start(&config, port);
     let start = Instant::now();
     let r = pki
@@ -215,7 +226,12 @@ async fn upstream_down_or_hung_gives_json_errors_not_a_hang() {
 
     // Accepts, never answers: the read timeout (1 s) bounds the wait.
     let silent = SilentUpstream::start().await;
-    let (config, port) = write_config(&pki, &silent.addr.to_string(), 1000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki
+        .config(&silent.addr.to_string())
+        .read_timeout_ms(1000)
+        .write();
     let _gw = GatewayProcess::start(&config, port);
     let start = Instant::now();
     let r = pki
@@ -242,7 +258,9 @@ async fn http2_is_negotiated_and_served() {
     use http_body_util::{BodyExt, Empty};
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let _gw = GatewayProcess::start(&config, port);
     let cert = pki.agency("hanoi");
     let client = e2e::client::Client::with_alpn(

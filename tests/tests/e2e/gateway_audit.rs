@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::gateway::{audit_records, write_config, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{audit_records, GatewayProcess, RegistryProcess, TestPki};
 use e2e::upstream::RecordingUpstream;
 
 const ID: &str = "001203012345";
@@ -13,7 +13,9 @@ const ID: &str = "001203012345";
 async fn every_response_allowed_or_refused_has_a_record() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let hanam = pki.client(&pki.agency("hanam"));
@@ -150,15 +152,17 @@ async fn a_full_disk_refuses_with_503_forwards_nothing_and_recovers() {
     let _unmount = Unmount(mnt.clone());
     let audit = mnt.join("audit");
     let upstream = RecordingUpstream::start().await;
-    let admin = e2e::free_port();
-    let (config, port) = e2e::gateway::write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream.addr.to_string(),
-        5000,
-        &audit,
-        &format!("admin:\n  listen: 127.0.0.1:{admin}\n"),
-    );
+    let e2e::gateway::TestConfig {
+        path: config,
+        port,
+        admin: admin_port,
+        ..
+    } = pki
+        .config(&upstream.addr.to_string())
+        .audit_dir(&audit)
+        .admin()
+        .write();
+    let admin = admin_port.expect("admin listener");
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let target = format!("/v1/citizens/{ID}");
@@ -239,7 +243,9 @@ async fn a_full_disk_refuses_with_503_forwards_nothing_and_recovers() {
 async fn sigkill_under_load_loses_no_answered_request_and_the_chain_continues() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let mut gw = GatewayProcess::start(&config, port);
     let client = pki.client(&pki.agency("hanoi"));
 
@@ -262,9 +268,7 @@ async fn sigkill_under_load_loses_no_answered_request_and_the_chain_continues() 
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    unsafe {
-        libc::kill(gw.child.id() as i32, libc::SIGKILL);
-    }
+    gw.signal(libc::SIGKILL);
     let _ = gw.child.wait();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in workers {

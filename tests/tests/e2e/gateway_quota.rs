@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::gateway::{write_config, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 use e2e::upstream::SilentUpstream;
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
@@ -21,7 +21,9 @@ fn with_hanoi(pki: &TestPki, extra: &str) {
 async fn daily_quota_is_enforced_with_headers_and_survives_a_restart() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     with_hanoi(&pki, "    quota: { daily: 2 }\n");
     let gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
@@ -65,7 +67,12 @@ async fn daily_quota_is_enforced_with_headers_and_survives_a_restart() {
 async fn max_concurrent_refuses_exactly_the_excess_against_a_slow_upstream() {
     let pki = TestPki::new();
     let slow = SilentUpstream::start().await;
-    let (config, port) = write_config(&pki, &slow.addr.to_string(), 3000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki
+        .config(&slow.addr.to_string())
+        .read_timeout_ms(3000)
+        .write();
     with_hanoi(&pki, "    quota: { max_concurrent: 3 }\n");
     let _gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
@@ -112,7 +119,9 @@ async fn max_concurrent_refuses_exactly_the_excess_against_a_slow_upstream() {
 async fn sighup_applies_a_new_registry_and_rejects_a_broken_one() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let gw = GatewayProcess::start(&config, port);
     let hanam = pki.client(&pki.agency("hanam"));
     let residence = format!("{CITIZEN}/residence");
@@ -125,8 +134,7 @@ async fn sighup_applies_a_new_registry_and_rejects_a_broken_one() {
     );
     assert_ne!(granted, e2e::gateway::REGISTRY);
     std::fs::write(&reg, &granted).unwrap();
-    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    hup(gw.child.id());
+    gw.signal(libc::SIGHUP);
     let mut ok = false;
     for _ in 0..50 {
         if hanam.get(port, &residence, &[]).await.unwrap().status == 200 {
@@ -139,7 +147,7 @@ async fn sighup_applies_a_new_registry_and_rejects_a_broken_one() {
 
     // A broken registry is rejected; the current one keeps serving.
     std::fs::write(&reg, "routes: [oops\n").unwrap();
-    hup(gw.child.id());
+    gw.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hanam.get(port, &residence, &[]).await.unwrap().status, 200);
 }

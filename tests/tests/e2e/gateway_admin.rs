@@ -1,8 +1,8 @@
 //! The admin listener: metrics move with traffic, readiness follows the
 //! upstream.
 
-use e2e::gateway::{write_config_full, GatewayProcess, RegistryProcess, TestPki};
-use e2e::{admin_get, free_port, metric};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
+use e2e::{admin_get, metric};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
 
@@ -11,15 +11,13 @@ async fn metrics_count_what_happened_and_readiness_follows_the_upstream() {
     let pki = TestPki::new();
     let mut registry = Some(RegistryProcess::start());
     let upstream = registry.as_ref().unwrap().addr.clone();
-    let admin = free_port();
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream,
-        5000,
-        &pki.dir.path().join("audit"),
-        &format!("admin:\n  listen: 127.0.0.1:{admin}\n"),
-    );
+    let e2e::gateway::TestConfig {
+        path: config,
+        port,
+        admin: admin_port,
+        ..
+    } = pki.config(&upstream).admin().write();
+    let admin = admin_port.expect("admin listener");
     let _gw = GatewayProcess::start(&config, port);
     assert_eq!(admin_get(admin, "/healthz").0, 200);
     let (status, body) = admin_get(admin, "/readyz");

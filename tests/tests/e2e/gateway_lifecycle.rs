@@ -6,32 +6,28 @@
 use std::time::{Duration, Instant};
 
 use certs::pki::LeafUsage;
-use e2e::gateway::{write_config_full, GatewayProcess, TestPki, REGISTRY};
+use e2e::gateway::{GatewayProcess, TestPki, REGISTRY};
 use e2e::upstream::SlowUpstream;
-use e2e::{admin_get, free_port, metric};
+use e2e::{admin_get, metric};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
-
-fn signal(gw: &GatewayProcess, sig: i32) {
-    unsafe {
-        libc::kill(gw.child.id() as i32, sig);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_adds_a_route_without_disturbing_a_slow_request() {
     let pki = TestPki::new();
     let upstream = SlowUpstream::start(Duration::from_millis(1500)).await;
-    let admin = free_port();
     let audit = pki.dir.path().join("audit");
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream.addr.to_string(),
-        5000,
-        &audit,
-        &format!("admin:\n  listen: 127.0.0.1:{admin}\n"),
-    );
+    let e2e::gateway::TestConfig {
+        path: config,
+        port,
+        admin: admin_port,
+        ..
+    } = pki
+        .config(&upstream.addr.to_string())
+        .audit_dir(&audit)
+        .admin()
+        .write();
+    let admin = admin_port.expect("admin listener");
     let gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
 
@@ -54,7 +50,7 @@ async fn reload_adds_a_route_without_disturbing_a_slow_request() {
             "allow: [citizen.read, citizen.residence, citizen.family]",
         );
     std::fs::write(pki.dir.path().join("agencies.yaml"), registry).unwrap();
-    signal(&gw, libc::SIGHUP);
+    gw.signal(libc::SIGHUP);
     let started = Instant::now();
     loop {
         let r = hanoi.get(port, &family, &[]).await.unwrap();
@@ -77,7 +73,7 @@ async fn reload_adds_a_route_without_disturbing_a_slow_request() {
 
     // A broken registry is rejected, counted, and the current one keeps serving.
     std::fs::write(pki.dir.path().join("agencies.yaml"), "routes: [oops").unwrap();
-    signal(&gw, libc::SIGHUP);
+    gw.signal(libc::SIGHUP);
     let started = Instant::now();
     loop {
         let (_, text) = admin_get(admin, "/metrics");
@@ -98,14 +94,9 @@ async fn reload_adds_a_route_without_disturbing_a_slow_request() {
 async fn a_changed_registry_file_is_applied_without_a_signal() {
     let pki = TestPki::new();
     let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream.addr.to_string(),
-        5000,
-        &pki.dir.path().join("audit"),
-        "",
-    );
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&upstream.addr.to_string()).write();
     let _gw = GatewayProcess::start(&config, port);
     let hanam = pki.client(&pki.agency("hanam"));
     let residence = format!("{CITIZEN}/residence");
@@ -130,15 +121,13 @@ async fn a_changed_registry_file_is_applied_without_a_signal() {
 async fn handshake_failures_are_counted_by_reason() {
     let pki = TestPki::new();
     let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
-    let admin = free_port();
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream.addr.to_string(),
-        5000,
-        &pki.dir.path().join("audit"),
-        &format!("admin:\n  listen: 127.0.0.1:{admin}\n"),
-    );
+    let e2e::gateway::TestConfig {
+        path: config,
+        port,
+        admin: admin_port,
+        ..
+    } = pki.config(&upstream.addr.to_string()).admin().write();
+    let admin = admin_port.expect("admin listener");
     let _gw = GatewayProcess::start(&config, port);
     let now = time::OffsetDateTime::now_utc();
     let expired = pki.custom(
@@ -198,14 +187,12 @@ async fn sigterm_drains_in_flight_requests_seals_the_log_and_exits_0() {
     let pki = TestPki::new();
     let upstream = SlowUpstream::start(Duration::from_millis(1500)).await;
     let audit = pki.dir.path().join("audit");
-    let (config, port) = write_config_full(
-        &pki,
-        "gateway.yaml",
-        &upstream.addr.to_string(),
-        5000,
-        &audit,
-        "",
-    );
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki
+        .config(&upstream.addr.to_string())
+        .audit_dir(&audit)
+        .write();
     let mut gw = GatewayProcess::start(&config, port);
     let hanoi = pki.client(&pki.agency("hanoi"));
     let in_flight: Vec<_> = (0..4)
@@ -215,7 +202,7 @@ async fn sigterm_drains_in_flight_requests_seals_the_log_and_exits_0() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    signal(&gw, libc::SIGTERM);
+    gw.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // While draining, new requests are refused (and audited), not queued.
     if let Ok(r) = hanoi.get(port, CITIZEN, &[]).await {

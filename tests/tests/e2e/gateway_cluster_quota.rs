@@ -1,7 +1,7 @@
 //! Two popgate instances share one agency budget through a real Redis, and
 //! follow their failure_mode when Redis dies.
 
-use e2e::gateway::{write_config_full, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 use e2e::redis::RedisServer;
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
@@ -28,22 +28,22 @@ async fn instances_share_the_budget_and_follow_failure_mode() {
             redis.port
         )
     };
-    let (ca, pa) = write_config_full(
-        &pki,
-        "a.yaml",
-        &registry.addr,
-        5000,
-        &pki.dir.path().join("audit-a"),
-        &quota("deny", "a"),
-    );
-    let (cb, pb) = write_config_full(
-        &pki,
-        "b.yaml",
-        &registry.addr,
-        5000,
-        &pki.dir.path().join("audit-b"),
-        &quota("local", "b"),
-    );
+    let e2e::gateway::TestConfig {
+        path: ca, port: pa, ..
+    } = pki
+        .config(&registry.addr)
+        .name("a.yaml")
+        .audit_dir(&pki.dir.path().join("audit-a"))
+        .extra(&quota("deny", "a"))
+        .write();
+    let e2e::gateway::TestConfig {
+        path: cb, port: pb, ..
+    } = pki
+        .config(&registry.addr)
+        .name("b.yaml")
+        .audit_dir(&pki.dir.path().join("audit-b"))
+        .extra(&quota("local", "b"))
+        .write();
     let _a = GatewayProcess::start(&ca, pa);
     let _b = GatewayProcess::start(&cb, pb);
     let hanoi = pki.client(&pki.agency("hanoi"));

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e::client::parse;
-use e2e::gateway::{audit_records, write_config_full, GatewayProcess, TestPki};
+use e2e::gateway::{audit_records, GatewayProcess, TestPki};
 use e2e::upstream::{RecordingUpstream, SwitchingUpstream};
-use e2e::{admin_get, free_port, metric};
+use e2e::{admin_get, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ID: &str = "001203012345";
@@ -17,17 +17,8 @@ const ID: &str = "001203012345";
 /// A gateway config forwarding to `upstream`, with an admin listener and
 /// `extra` YAML; returns (config, port, admin port, audit dir).
 fn gateway_config(pki: &TestPki, upstream: &str, extra: &str) -> (PathBuf, u16, u16, PathBuf) {
-    let admin = free_port();
-    let audit = pki.dir.path().join("audit");
-    let (config, port) = write_config_full(
-        pki,
-        "gateway.yaml",
-        upstream,
-        5000,
-        &audit,
-        &format!("admin:\n  listen: 127.0.0.1:{admin}\n{extra}"),
-    );
-    (config, port, admin, audit)
+    let c = pki.config(upstream).admin().extra(extra).write();
+    (c.path.clone(), c.port, c.admin_port(), c.audit)
 }
 
 /// Polls `cond` every 20 ms for up to `secs` seconds.
@@ -205,22 +196,7 @@ async fn no_request_or_response_opens_a_tunnel() {
     );
 
     // HTTP/2 CONNECT is refused the same way (not by pingora, unrecorded).
-    let h2 = e2e::client::Client::with_alpn(
-        &pki.pki.ca_cert_path(),
-        Some((
-            &pki.dir.path().join("pki/agencies/hanoi.pem"),
-            &pki.dir.path().join("pki/agencies/hanoi.key"),
-        )),
-        vec![b"h2".to_vec()],
-    );
-    let tls = h2.connect(port).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = pki.h2(&pki.agency("hanoi"), port).await;
     let req = http::Request::builder()
         .method("CONNECT")
         .uri("127.0.0.1:22")
@@ -325,9 +301,7 @@ async fn edited_indexes_and_rewritten_tails_are_caught_by_verify() {
         );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    unsafe {
-        libc::kill(gw.child.id() as i32, libc::SIGTERM);
-    }
+    gw.signal(libc::SIGTERM);
     assert!(gw.child.wait().unwrap().success());
     drop(gw);
     assert_eq!(pki.audit_search(&audit, ID, &[]).len(), 5);
@@ -366,9 +340,7 @@ async fn edited_indexes_and_rewritten_tails_are_caught_by_verify() {
         );
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    unsafe {
-        libc::kill(gw.child.id() as i32, libc::SIGKILL);
-    }
+    gw.signal(libc::SIGKILL);
     let _ = gw.child.wait();
     drop(gw);
     let (code, out) = pki.audit_verify(&audit);
@@ -471,22 +443,7 @@ async fn slow_idle_and_hoarded_connections_are_bounded() {
     drop(s);
 
     // Idle HTTP/2: closed too.
-    let h2 = e2e::client::Client::with_alpn(
-        &pki.pki.ca_cert_path(),
-        Some((
-            &pki.dir.path().join("pki/agencies/hanoi.pem"),
-            &pki.dir.path().join("pki/agencies/hanoi.key"),
-        )),
-        vec![b"h2".to_vec()],
-    );
-    let tls = h2.connect(port).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = pki.h2(&pki.agency("hanoi"), port).await;
     let req = http::Request::builder()
         .uri(format!("https://localhost/v1/citizens/{ID}"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())

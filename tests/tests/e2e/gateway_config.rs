@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use e2e::bin;
-use e2e::gateway::{write_config, TestPki};
+use e2e::gateway::TestPki;
 
 fn check(config: &std::path::Path) -> (i32, String, String) {
     let out = Command::new(bin("popgate"))
@@ -22,7 +22,11 @@ fn check(config: &std::path::Path) -> (i32, String, String) {
 #[test]
 fn good_config_passes_and_mistakes_are_located() {
     let pki = TestPki::new();
-    let (config, _) = write_config(&pki, "127.0.0.1:9", 1000);
+    let e2e::gateway::TestConfig {
+        path: config,
+        port: _,
+        ..
+    } = pki.config("127.0.0.1:9").read_timeout_ms(1000).write();
     let (code, out, err) = check(&config);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok (4 agencies, 3 routes"), "{out}");

@@ -6,27 +6,14 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 
-use e2e::gateway::{write_config, GatewayProcess, RegistryProcess, TestPki};
+use e2e::gateway::{GatewayProcess, RegistryProcess, TestPki};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
 
 type Sender = hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>;
 
 async fn h2(pki: &TestPki, cert: &certs::pki::IssuedCert, port: u16) -> Sender {
-    let client = e2e::client::Client::with_alpn(
-        &pki.pki.ca_cert_path(),
-        Some((&cert.cert_path, &cert.key_path)),
-        vec![b"h2".to_vec()],
-    );
-    let tls = client.connect(port).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    send
+    pki.h2(cert, port).await.0
 }
 
 async fn get(send: &mut Sender, port: u16) -> (u16, String) {
@@ -43,7 +30,9 @@ async fn get(send: &mut Sender, port: u16) -> (u16, String) {
 async fn revocation_plus_sighup_ends_access_without_a_restart() {
     let pki = TestPki::new();
     let registry = RegistryProcess::start();
-    let (config, port) = write_config(&pki, &registry.addr, 5000);
+    let e2e::gateway::TestConfig {
+        path: config, port, ..
+    } = pki.config(&registry.addr).write();
     let gw = GatewayProcess::start(&config, port);
     let hanoi = pki.agency("hanoi");
     let hanam = pki.agency("hanam");
@@ -54,9 +43,7 @@ async fn revocation_plus_sighup_ends_access_without_a_restart() {
     assert_eq!(get(&mut other, port).await.0, 200);
 
     pki.pki.revoke(&hanoi.cert_path).unwrap();
-    unsafe {
-        libc::kill(gw.child.id() as i32, libc::SIGHUP);
-    }
+    gw.signal(libc::SIGHUP);
     // The reload is asynchronous; give it a moment, bounded.
     let mut status = 0;
     for _ in 0..50 {
@@ -89,9 +76,7 @@ async fn revocation_plus_sighup_ends_access_without_a_restart() {
 
     // A broken CRL on reload is rejected; service continues with the current one.
     std::fs::write(pki.dir.path().join("pki/crl.pem"), "garbage").unwrap();
-    unsafe {
-        libc::kill(gw.child.id() as i32, libc::SIGHUP);
-    }
+    gw.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         pki.client(&hanam)

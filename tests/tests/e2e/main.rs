@@ -1,0 +1,19 @@
+//! Every end-to-end test, in one test binary (as ripgrep does): one link of
+//! the workspace instead of one per file. Each module is one concern; the
+//! shared harness (processes, PKI, clients, hostile peers) is the `e2e`
+//! library in tests/src.
+
+mod admission;
+mod deploy_checks;
+mod gateway_access;
+mod gateway_admin;
+mod gateway_audit;
+mod gateway_cluster_quota;
+mod gateway_config;
+mod gateway_handshake;
+mod gateway_hardening;
+mod gateway_lifecycle;
+mod gateway_quota;
+mod gateway_revocation;
+mod scanner_scan;
+mod scanner_tls_engine;
