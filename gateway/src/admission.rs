@@ -81,15 +81,8 @@ struct RawRequireMap {
 }
 
 impl AdmissionConfig {
-    pub fn from_raw(file: &Path, base: &Path, raw: &RawAdmission) -> Result<Self, ConfigError> {
-        let rel = |p: &str| {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+    pub fn from_raw(file: &Path, raw: &RawAdmission) -> Result<Self, ConfigError> {
+        let rel = |p: &str| yamlconf::resolve(file, p);
         if raw.trusted_keys.is_empty() {
             return Err(ConfigError::new(
                 file,

@@ -15,67 +15,9 @@ use serde_saphyr::Spanned;
 
 use crate::registry::Registry;
 
-/// A configuration problem, always naming the file and, where known, the
-/// line and column.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}{at}: {message}", at = .line.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<(u64, u64)>,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_owned(),
-            line: None,
-            message: message.into(),
-        }
-    }
-
-    pub fn at(file: &Path, loc: &serde_saphyr::Location, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_owned(),
-            line: Some((loc.line(), loc.column())),
-            message: message.into(),
-        }
-    }
-}
-
-/// Parses YAML text into `T`, turning serde-saphyr's error into one that
-/// names the file and position.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(
-    file: &Path,
-    text: &str,
-) -> Result<T, ConfigError> {
-    serde_saphyr::from_str::<T>(text).map_err(|e| {
-        let message = first_line(&e.to_string());
-        match e.location() {
-            Some(loc) => ConfigError::at(file, &loc, message),
-            None => ConfigError::new(file, message),
-        }
-    })
-}
-
-/// serde-saphyr renders "error: line L column C: message" and then a source
-/// snippet; we already print the location as file:line:column, so keep only
-/// the message.
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or(s).trim();
-    let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ") {
-        Some(rest) => match rest.split_once(": ") {
-            Some((loc, msg)) if loc.contains(" column ") => msg.to_owned(),
-            _ => line.to_owned(),
-        },
-        None => line.to_owned(),
-    }
-}
-
-pub fn read_file(file: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))
-}
+/// A configuration problem, naming the file and, where known, the line and
+/// column: the one error type of every config file (shared with popscan).
+pub use yamlconf::ConfigError;
 
 /// The raw YAML shape of `gateway.yaml`.
 #[derive(Debug, Deserialize)]
@@ -286,17 +228,8 @@ pub struct Upstream {
 impl GatewayConfig {
     /// Loads and validates `gateway.yaml`, without touching the files it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read_file(path)?;
-        let raw: RawConfig = parse_yaml(path, &text)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        let raw: RawConfig = yamlconf::load(path)?;
+        let rel = |p: &str| yamlconf::resolve(path, p);
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             ConfigError::new(
                 path,
@@ -323,7 +256,7 @@ impl GatewayConfig {
             upstream,
             registry_path: rel(&raw.registry),
             threads,
-            audit: crate::audit::AuditConfig::from_raw(path, base, &raw.audit)?,
+            audit: crate::audit::AuditConfig::from_raw(path, &raw.audit)?,
             quota_state_dir: rel(raw
                 .quota
                 .as_ref()
@@ -343,7 +276,7 @@ impl GatewayConfig {
                 None => None,
             },
             admission: match &raw.admission {
-                Some(a) => Some(crate::admission::AdmissionConfig::from_raw(path, base, a)?),
+                Some(a) => Some(crate::admission::AdmissionConfig::from_raw(path, a)?),
                 None => None,
             },
             drain_timeout: Duration::from_secs(match raw.drain_timeout_s {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::access::{Method, RouteTemplate};
-use crate::config::{parse_yaml, read_file, ConfigError};
+use crate::config::ConfigError;
 use crate::quota::QuotaSpec;
 use certs::identity::CertIdentity;
 
@@ -211,12 +211,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read_file(path)?;
+        let text = yamlconf::read(path)?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawRegistry = parse_yaml(path, text)?;
+        let raw: RawRegistry = yamlconf::parse(path, text)?;
 
         let mut routes = Vec::new();
         let mut route_index: HashMap<String, usize> = HashMap::new();

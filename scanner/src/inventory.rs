@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::yaml::{self, InputError};
+use yamlconf::ConfigError;
 
 /// What kind of agency runs a system; reports summarise by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -137,8 +137,8 @@ pub fn split_address(s: &str) -> Option<(String, u16)> {
 }
 
 impl Inventory {
-    pub fn load(file: &Path) -> Result<Inventory, InputError> {
-        let raw: RawInventory = yaml::load(file)?;
+    pub fn load(file: &Path) -> Result<Inventory, ConfigError> {
+        let raw: RawInventory = yamlconf::load(file)?;
         let mut ids = HashSet::new();
         let mut systems = Vec::new();
         for s in raw.systems {
@@ -151,7 +151,7 @@ impl Inventory {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !valid {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &id.referenced,
                     format!(
@@ -161,21 +161,21 @@ impl Inventory {
                 ));
             }
             if !ids.insert(id.value.clone()) {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &id.referenced,
                     format!("duplicate system id {:?}", id.value),
                 ));
             }
             if !(1..=5).contains(&s.level.value) {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &s.level.referenced,
                     format!("security level {} is not one of 1..5", s.level.value),
                 ));
             }
             if s.endpoints.is_empty() {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &id.referenced,
                     format!("system {:?} lists no endpoints", id.value),
@@ -185,7 +185,7 @@ impl Inventory {
             for e in s.endpoints {
                 let e = e.value;
                 let Some((host, port)) = split_address(&e.address.value) else {
-                    return Err(InputError::at(
+                    return Err(ConfigError::at(
                         file,
                         &e.address.referenced,
                         format!("address {:?}: expected host:port", e.address.value),
@@ -233,7 +233,7 @@ impl Inventory {
 mod tests {
     use super::*;
 
-    fn load_str(text: &str) -> Result<Inventory, InputError> {
+    fn load_str(text: &str) -> Result<Inventory, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("inventory.yaml");
         std::fs::write(&f, text).unwrap();

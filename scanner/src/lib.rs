@@ -12,4 +12,3 @@ pub mod report;
 pub mod scan;
 pub mod verdict;
 pub mod waiver;
-pub mod yaml;

@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use crate::probe::tls::{CipherClass, Protocol};
-use crate::yaml::{self, InputError};
+use yamlconf::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,9 +214,9 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// Loads every `level-*.yaml` in `dir`.
-    pub fn load_dir(dir: &Path) -> Result<PolicySet, InputError> {
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, ConfigError> {
         let entries = std::fs::read_dir(dir)
-            .map_err(|e| InputError::whole(dir, format!("cannot read policy directory: {e}")))?;
+            .map_err(|e| ConfigError::new(dir, format!("cannot read policy directory: {e}")))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -227,13 +227,13 @@ impl PolicySet {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(InputError::whole(dir, "no level-N.yaml policy files here"));
+            return Err(ConfigError::new(dir, "no level-N.yaml policy files here"));
         }
         let mut by_level = BTreeMap::new();
         for f in files {
             let p = load_policy(&f)?;
             if let Some(prev) = by_level.insert(p.level, p) {
-                return Err(InputError::whole(
+                return Err(ConfigError::new(
                     &f,
                     format!(
                         "a second policy for level {} (also {})",
@@ -259,27 +259,27 @@ impl PolicySet {
 
 /// Loads one policy file and everything it extends (by policy id, looked up
 /// as a sibling file whose `id` matches; the file `<id>.yaml` is tried first).
-pub fn load_policy(file: &Path) -> Result<Policy, InputError> {
+pub fn load_policy(file: &Path) -> Result<Policy, ConfigError> {
     load_chain(file, &mut Vec::new())
 }
 
-fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError> {
+fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, ConfigError> {
     let canon = file.canonicalize().unwrap_or_else(|_| file.to_owned());
     if seen.contains(&canon) {
-        return Err(InputError::whole(
+        return Err(ConfigError::new(
             file,
             "policy `extends` chain loops back to this file",
         ));
     }
     seen.push(canon);
     let text =
-        std::fs::read(file).map_err(|e| InputError::whole(file, format!("cannot read: {e}")))?;
+        std::fs::read(file).map_err(|e| ConfigError::new(file, format!("cannot read: {e}")))?;
     let text_str =
-        String::from_utf8(text.clone()).map_err(|_| InputError::whole(file, "not UTF-8 text"))?;
-    let raw: RawPolicy = yaml::parse(file, &text_str)?;
+        String::from_utf8(text.clone()).map_err(|_| ConfigError::new(file, "not UTF-8 text"))?;
+    let raw: RawPolicy = yamlconf::parse(file, &text_str)?;
     check_id(file, &raw.id, "policy")?;
     if !(1..=5).contains(&raw.level.value) {
-        return Err(InputError::at(
+        return Err(ConfigError::at(
             file,
             &raw.level.referenced,
             format!("security level {} is not one of 1..5", raw.level.value),
@@ -289,7 +289,7 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
         None => None,
         Some(parent) => {
             let parent_file = find_sibling(file, &parent.value).ok_or_else(|| {
-                InputError::at(
+                ConfigError::at(
                     file,
                     &parent.referenced,
                     format!(
@@ -300,7 +300,7 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
             })?;
             let p = load_chain(&parent_file, seen)?;
             if p.level > raw.level.value {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &parent.referenced,
                     format!(
@@ -321,7 +321,7 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
         let c = c.value;
         check_id(file, &c.id, "control")?;
         if own_ids.contains(&c.id.value) {
-            return Err(InputError::at(
+            return Err(ConfigError::at(
                 file,
                 &c.id.referenced,
                 format!("control {:?} is defined twice in this file", c.id.value),
@@ -345,7 +345,7 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
     }
     let validity_days = match (&raw.validity_days, &base) {
         (Some(v), _) if v.value == 0 || v.value > 3650 => {
-            return Err(InputError::at(
+            return Err(ConfigError::at(
                 file,
                 &v.referenced,
                 format!("validity_days {} is not in 1..3650", v.value),
@@ -354,7 +354,7 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, InputError
         (Some(v), _) => v.value,
         (None, Some(b)) => b.validity_days,
         (None, None) => {
-            return Err(InputError::whole(
+            return Err(ConfigError::new(
                 file,
                 "validity_days is required (in this file or the one it extends)",
             ))
@@ -405,7 +405,7 @@ fn find_sibling(file: &Path, id: &str) -> Option<PathBuf> {
     None
 }
 
-fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), InputError> {
+fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), ConfigError> {
     let ok = !id.value.is_empty()
         && id.value.len() <= 64
         && id
@@ -415,7 +415,7 @@ fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), InputEr
     if ok {
         Ok(())
     } else {
-        Err(InputError::at(
+        Err(ConfigError::at(
             file,
             &id.referenced,
             format!(
@@ -426,8 +426,8 @@ fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), InputEr
     }
 }
 
-fn validate_check(file: &Path, c: &Spanned<Check>) -> Result<(), InputError> {
-    let at = |m: String| Err(InputError::at(file, &c.referenced, m));
+fn validate_check(file: &Path, c: &Spanned<Check>) -> Result<(), ConfigError> {
+    let at = |m: String| Err(ConfigError::at(file, &c.referenced, m));
     match &c.value {
         Check::TlsProtocols { allowed } if allowed.is_empty() => {
             at("tls_protocols: `allowed` is empty, nothing could ever pass".into())

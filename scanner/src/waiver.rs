@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use time::Date;
 
-use crate::yaml::{self, InputError};
+use yamlconf::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Waiver {
@@ -67,27 +67,27 @@ struct RawWaiver {
 }
 
 impl Waivers {
-    pub fn load(file: &Path) -> Result<Waivers, InputError> {
-        let raw: RawWaivers = yaml::load(file)?;
+    pub fn load(file: &Path) -> Result<Waivers, ConfigError> {
+        let raw: RawWaivers = yamlconf::load(file)?;
         let mut list = Vec::new();
         for w in raw.waivers {
             let w = w.value;
             if w.justification.value.trim().len() < 10 {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &w.justification.referenced,
                     "justification must say why (at least 10 characters)",
                 ));
             }
             if w.approver.value.trim().is_empty() {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &w.approver.referenced,
                     "approver is empty",
                 ));
             }
             let Some(expires) = parse_date(&w.expires.value) else {
-                return Err(InputError::at(
+                return Err(ConfigError::at(
                     file,
                     &w.expires.referenced,
                     format!("expires {:?}: expected a date YYYY-MM-DD", w.expires.value),

@@ -106,17 +106,10 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    /// Resolves paths against `base` and checks the rules that make the log
+    /// Resolves paths against the config file's directory and checks the rules that make the log
     /// trustworthy: keys live outside the log directory.
-    pub fn from_raw(file: &Path, base: &Path, raw: &RawAuditConfig) -> Result<Self, ConfigError> {
-        let rel = |p: &str| {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+    pub fn from_raw(file: &Path, raw: &RawAuditConfig) -> Result<Self, ConfigError> {
+        let rel = |p: &str| yamlconf::resolve(file, p);
         if raw.segment_max_bytes < 4096 || raw.segment_max_age_s == 0 {
             return Err(ConfigError::new(
                 file,
