@@ -28,8 +28,14 @@ agencies:
 fn main() {
     let reg = Registry::parse(Path::new("bench.yaml"), REGISTRY).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let engine =
-        Arc::new(QuotaEngine::new(&reg, dir.path().to_owned(), Arc::new(SystemClock)).unwrap());
+    let engine = Arc::new(
+        QuotaEngine::new(
+            &reg.quota_limits(),
+            dir.path().to_owned(),
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    );
     // Stay under the bucket (10^6 burst, 10^6/s) so every check is admitted
     // and the figure is the cost of admitting, not of refusing.
     let n = 400_000u64;
@@ -94,9 +100,13 @@ fn main() {
     )
     .unwrap();
     let engine = Arc::new(
-        QuotaEngine::new(&reg, dir.path().join("c"), Arc::new(SystemClock))
-            .unwrap()
-            .with_cluster(cluster),
+        QuotaEngine::new(
+            &reg.quota_limits(),
+            dir.path().join("c"),
+            Arc::new(SystemClock),
+        )
+        .unwrap()
+        .with_cluster(cluster),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -19,9 +19,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::audit::AuditLog;
-use crate::config::Upstream;
 use crate::metrics::Metrics;
 use crate::quota::QuotaEngine;
+use crate::upstream::Upstream;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,

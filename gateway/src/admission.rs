@@ -20,8 +20,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::config::ConfigError;
 use crate::registry::{Agency, AgencyKind};
+use yamlconf::ConfigError;
 
 /// Which agencies must hold a passing verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,14 +29,12 @@ use pingora::server::ShutdownWatch;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tls::AgencyCertVerifier;
+use yamlconf::ConfigError;
 
-/// pingora keeps at most this much of a request body for replay; popgate
-/// reads a body whole before forwarding it, so no route may allow more.
-pub const BODY_LIMIT_CEILING: u64 = 64 * 1024;
+use crate::routes::BODY_LIMIT_CEILING;
 
 /// The `limits:` section of `gateway.yaml`.
 #[derive(Debug, Deserialize)]

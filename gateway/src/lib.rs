@@ -18,7 +18,12 @@ pub mod proxy;
 pub mod quota;
 pub mod refusal;
 pub mod registry;
+pub mod routes;
 pub mod serve;
 pub mod shutdown;
 pub mod synthetic_registry;
 pub mod tls;
+pub mod upstream;
+
+#[cfg(test)]
+mod module_graph;

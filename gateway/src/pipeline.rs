@@ -14,10 +14,11 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
-use crate::access::{check_params, check_purpose, check_query, find_route, normalise_path};
+use crate::access::{check_params, check_purpose, check_query, find_route};
 use crate::edge::Limits;
 use crate::refusal::Refusal;
 use crate::registry::{Agency, AgencyStatus, Registry};
+use crate::routes::normalise_path;
 use crate::tls::AgencyCertVerifier;
 use certs::identity::CertIdentity;
 

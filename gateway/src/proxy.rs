@@ -29,12 +29,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit::record::{now_rfc3339, Access, CertRef, Decision, Outcome};
 use crate::audit::AuditLog;
-use crate::config::Upstream;
 use crate::edge::{Conn, Limits};
 use crate::pipeline::{Admitted, Seen};
 use crate::refusal::Refusal;
 use crate::registry::Registry;
 use crate::tls::AgencyCertVerifier;
+use crate::upstream::Upstream;
 
 /// Headers only the gateway sets on the upstream request.
 pub const GATEWAY_HEADERS: [&str; 3] = ["x-agency-id", "x-request-id", "x-purpose"];

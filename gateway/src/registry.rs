@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::access::{Method, RouteTemplate};
-use crate::config::ConfigError;
 use crate::quota::QuotaSpec;
+use crate::routes::{Method, QueryParam, Route, RouteTemplate, Shape, CITIZEN_ID_SHAPE};
 use certs::identity::CertIdentity;
+use yamlconf::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,54 +124,6 @@ pub enum AgencyStatus {
     #[default]
     Active,
     Suspended,
-}
-
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub id: String,
-    pub method: Method,
-    pub template: RouteTemplate,
-    /// Shape of each path parameter, by name.
-    pub params: Vec<(String, Shape)>,
-    /// Accepted query parameters, by name.
-    pub query: Vec<(String, QueryParam)>,
-    pub max_body_bytes: Option<u64>,
-}
-
-/// What a value must look like, as a regular expression matched against
-/// the whole value (after percent-decoding and normalisation).
-#[derive(Debug, Clone)]
-pub struct Shape {
-    source: String,
-    re: regex::Regex,
-}
-
-impl Shape {
-    pub fn new(source: &str) -> Result<Shape, String> {
-        let re = regex::Regex::new(&format!("^(?:{source})$"))
-            .map_err(|e| format!("shape {source:?} is not a regular expression: {e}"))?;
-        Ok(Shape {
-            source: source.to_owned(),
-            re,
-        })
-    }
-    pub fn matches(&self, value: &str) -> bool {
-        self.re.is_match(value)
-    }
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-}
-
-/// The shape of a citizen ID: 12 digits (3 province, 1 century/gender,
-/// 2 birth year, 6 serial).
-pub const CITIZEN_ID_SHAPE: &str = "[0-9]{12}";
-
-#[derive(Debug, Clone)]
-pub struct QueryParam {
-    pub shape: Shape,
-    /// The value is a citizen ID: recorded as its HMAC, never in clear.
-    pub citizen: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -303,13 +255,13 @@ impl Registry {
             }
             query.sort_by(|a, b| a.0.cmp(&b.0));
             let max_body_bytes = match &r.max_body_bytes {
-                Some(m) if m.value > crate::edge::BODY_LIMIT_CEILING => {
+                Some(m) if m.value > crate::routes::BODY_LIMIT_CEILING => {
                     return Err(at(
                         &m.referenced,
                         format!(
                         "max_body_bytes {} exceeds {} (bodies are read whole before forwarding)",
                         m.value,
-                        crate::edge::BODY_LIMIT_CEILING
+                        crate::routes::BODY_LIMIT_CEILING
                     ),
                     ))
                 }
@@ -454,6 +406,18 @@ impl Registry {
             by_pin,
             by_subject,
         })
+    }
+
+    /// Each agency's declared quotas, for the quota engine.
+    pub fn quota_limits(&self) -> Vec<crate::quota::AgencyLimits<'_>> {
+        self.agencies
+            .iter()
+            .map(|a| crate::quota::AgencyLimits {
+                agency: &a.id,
+                quota: a.quota.as_ref(),
+                per_route: &a.route_quotas,
+            })
+            .collect()
     }
 
     /// Maps a verified certificate to the agency it belongs to. A certificate

@@ -34,7 +34,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     server.bootstrap();
 
     let quota = crate::quota::QuotaEngine::new(
-        &registry,
+        &registry.quota_limits(),
         config.quota_state_dir.clone(),
         Arc::new(crate::quota::SystemClock),
     )
@@ -210,7 +210,7 @@ fn reload_on_sighup(
                 let path = &config.registry_path;
                 match crate::registry::Registry::load(path) {
                     Ok(new) => {
-                        quota.reload(&new);
+                        quota.reload(&new.quota_limits());
                         tracing::info!(
                             registry = %path.display(),
                             agencies = new.agencies.len(),

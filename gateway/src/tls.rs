@@ -9,7 +9,7 @@
 //! fact pingora hands the request filter (`SslDigest::cert_digest`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -20,10 +20,47 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConfigError, TlsFiles};
 use certs::identity::CertIdentity;
+use yamlconf::ConfigError;
+
+/// The `tls:` section of `gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+    #[serde(default)]
+    pub crls: Vec<String>,
+}
+
+/// The files the listener's TLS material comes from, resolved.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Resolves the section's paths against the config file that names them.
+    pub fn from_raw(file: &Path, raw: &RawTls) -> Self {
+        TlsFiles {
+            cert: yamlconf::resolve(file, &raw.cert),
+            key: yamlconf::resolve(file, &raw.key),
+            client_ca: yamlconf::resolve(file, &raw.client_ca),
+            crls: raw
+                .crls
+                .iter()
+                .map(|c| yamlconf::resolve(file, c))
+                .collect(),
+        }
+    }
+}
 
 /// Parsed certificate material named by the config.
 pub struct TlsMaterial {

@@ -100,7 +100,11 @@ mod tests {
         let f = Path::new("conf/x.yaml");
         let e = parse::<Sample>(f, "name: a\nprot: 1\n").unwrap_err();
         assert_eq!(e.pos, Some((2, 1)));
-        assert!(e.to_string().starts_with("conf/x.yaml:2:1: unknown field `prot`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("conf/x.yaml:2:1: unknown field `prot`"),
+            "{e}"
+        );
         assert!(!e.message.contains('\n'), "{e:?}");
         let e = parse::<Sample>(f, "name: a\nport: soon\n").unwrap_err();
         assert_eq!(e.pos.map(|p| p.0), Some(2), "{e}");
@@ -110,8 +114,17 @@ mod tests {
 
     #[test]
     fn paths_resolve_against_the_naming_file() {
-        assert_eq!(resolve(Path::new("etc/p/g.yaml"), "k.pem"), PathBuf::from("etc/p/k.pem"));
-        assert_eq!(resolve(Path::new("g.yaml"), "k.pem"), PathBuf::from("k.pem"));
-        assert_eq!(resolve(Path::new("etc/g.yaml"), "/abs/k.pem"), PathBuf::from("/abs/k.pem"));
+        assert_eq!(
+            resolve(Path::new("etc/p/g.yaml"), "k.pem"),
+            PathBuf::from("etc/p/k.pem")
+        );
+        assert_eq!(
+            resolve(Path::new("g.yaml"), "k.pem"),
+            PathBuf::from("k.pem")
+        );
+        assert_eq!(
+            resolve(Path::new("etc/g.yaml"), "/abs/k.pem"),
+            PathBuf::from("/abs/k.pem")
+        );
     }
 }

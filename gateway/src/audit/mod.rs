@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 pub use writer::AuditLog;
 
-use crate::config::ConfigError;
+use yamlconf::ConfigError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {

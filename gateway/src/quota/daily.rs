@@ -139,6 +139,6 @@ impl DailyCounters {
             reserved: st.reserved.iter().map(|(k, v)| (key_str(k), *v)).collect(),
         };
         let bytes = serde_json::to_vec(&disk).map_err(std::io::Error::other)?;
-        crate::audit::segment::write_durably(&self.path, &bytes)
+        certs::durable_file::write(&self.path, &bytes, true)
     }
 }

@@ -21,8 +21,6 @@ use governor::{DefaultDirectRateLimiter, Quota};
 pub use daily::{Clock, SystemClock};
 pub use spec::QuotaSpec;
 
-use crate::registry::Registry;
-
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -89,9 +87,19 @@ pub struct QuotaEngine {
     cluster: Option<cluster::Cluster>,
 }
 
+/// One agency's limits as the registry declares them: all the engine needs
+/// of a registry (which owns `QuotaSpec`s but is not needed here).
+#[derive(Debug, Clone, Copy)]
+pub struct AgencyLimits<'a> {
+    pub agency: &'a str,
+    pub quota: Option<&'a QuotaSpec>,
+    /// Route id → limits replacing the agency's on that route.
+    pub per_route: &'a [(String, QuotaSpec)],
+}
+
 impl QuotaEngine {
     pub fn new(
-        registry: &Registry,
+        declared: &[AgencyLimits<'_>],
         state_dir: PathBuf,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
@@ -103,7 +111,7 @@ impl QuotaEngine {
             daily: daily::DailyCounters::open(state_dir, clock)?,
             cluster: None,
         };
-        engine.reload(registry);
+        engine.reload(declared);
         Ok(engine)
     }
 
@@ -205,10 +213,10 @@ impl QuotaEngine {
 
     /// Applies the registry's quota settings. Buckets whose spec did not
     /// change keep their state, so a reload never refills anyone.
-    pub fn reload(&self, registry: &Registry) {
+    pub fn reload(&self, declared: &[AgencyLimits<'_>]) {
         let old = self.limits.load();
         let mut buckets = HashMap::new();
-        for a in &registry.agencies {
+        for a in declared {
             let mut add = |key: Key, spec: &QuotaSpec| {
                 let bucket = match old.buckets.get(&key) {
                     Some(b) if b.spec == *spec => b.clone(),
@@ -226,11 +234,11 @@ impl QuotaEngine {
                 };
                 buckets.insert(key, bucket);
             };
-            if let Some(spec) = &a.quota {
-                add((a.id.clone(), None), spec);
+            if let Some(spec) = a.quota {
+                add((a.agency.to_owned(), None), spec);
             }
-            for (route, spec) in &a.route_quotas {
-                add((a.id.clone(), Some(route.clone())), spec);
+            for (route, spec) in a.per_route {
+                add((a.agency.to_owned(), Some(route.clone())), spec);
             }
         }
         self.limits.store(Arc::new(Limits { buckets }));

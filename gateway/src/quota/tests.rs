@@ -42,7 +42,12 @@ agencies:
 }
 
 fn engine(quotas: &str, dir: &Path) -> QuotaEngine {
-    QuotaEngine::new(&registry(quotas), dir.to_owned(), Arc::new(SystemClock)).unwrap()
+    QuotaEngine::new(
+        &registry(quotas).quota_limits(),
+        dir.to_owned(),
+        Arc::new(SystemClock),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -88,7 +93,7 @@ fn daily_quota_survives_a_restart_and_resets_at_vietnamese_midnight() {
     // 23:59 in Hà Nội (UTC+7).
     let clock = Arc::new(FakeClock(Mutex::new(datetime!(2026-11-22 16:59:00 UTC))));
     let reg = registry("    quota: { daily: 3 }");
-    let e = QuotaEngine::new(&reg, d.path().to_owned(), clock.clone()).unwrap();
+    let e = QuotaEngine::new(&reg.quota_limits(), d.path().to_owned(), clock.clone()).unwrap();
     let remaining: Vec<String> = (0..3)
         .map(|_| {
             let p = e.check("a", "citizen.read").unwrap();
@@ -113,7 +118,7 @@ fn daily_quota_survives_a_restart_and_resets_at_vietnamese_midnight() {
     drop(e);
 
     // "Restart": a new engine over the same state directory.
-    let e = QuotaEngine::new(&reg, d.path().to_owned(), clock.clone()).unwrap();
+    let e = QuotaEngine::new(&reg.quota_limits(), d.path().to_owned(), clock.clone()).unwrap();
     assert_eq!(
         e.check("a", "citizen.read").unwrap_err().limit,
         Limit::Daily
@@ -128,12 +133,22 @@ fn daily_quota_survives_a_restart_and_resets_at_vietnamese_midnight() {
 fn a_crash_never_over_admits_the_daily_quota() {
     let d = tempfile::tempdir().unwrap();
     let reg = registry("    quota: { daily: 500 }");
-    let e = QuotaEngine::new(&reg, d.path().to_owned(), Arc::new(SystemClock)).unwrap();
+    let e = QuotaEngine::new(
+        &reg.quota_limits(),
+        d.path().to_owned(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
     for _ in 0..3 {
         e.check("a", "citizen.read").unwrap();
     }
     drop(e); // as if killed: the leased block (10) counts as used
-    let e = QuotaEngine::new(&reg, d.path().to_owned(), Arc::new(SystemClock)).unwrap();
+    let e = QuotaEngine::new(
+        &reg.quota_limits(),
+        d.path().to_owned(),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
     let mut admitted = 0;
     while e.check("a", "citizen.read").is_ok() {
         admitted += 1;
@@ -204,12 +219,12 @@ fn reload_keeps_unchanged_buckets_and_applies_new_limits() {
     let e = engine("    quota: { rate: 0.01, burst: 2 }", d.path());
     assert!(e.check("a", "citizen.read").is_ok());
     assert!(e.check("a", "citizen.read").is_ok());
-    e.reload(&registry("    quota: { rate: 0.01, burst: 2 }"));
+    e.reload(&registry("    quota: { rate: 0.01, burst: 2 }").quota_limits());
     assert!(
         e.check("a", "citizen.read").is_err(),
         "a reload must not refill"
     );
-    e.reload(&registry("    quota: { rate: 0.01, burst: 5 }"));
+    e.reload(&registry("    quota: { rate: 0.01, burst: 5 }").quota_limits());
     assert_eq!(
         (0..10)
             .filter(|_| e.check("a", "citizen.read").is_ok())
