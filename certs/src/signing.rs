@@ -54,6 +54,31 @@ pub fn generate_keypair(dir: &Path, name: &str) -> Result<KeyPairPaths, KeyError
     Ok(KeyPairPaths { private, public })
 }
 
+/// Writes a fresh random 32-byte HMAC key as 64 hex digits (mode 0600):
+/// the key under which audit records name citizens.
+pub fn generate_hmac_key(path: &Path) -> Result<(), KeyError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| KeyError::Random(e.to_string()))?;
+    write(path, format!("{}\n", hex::encode(key)).as_bytes(), true)
+}
+
+/// The keys a popgate deployment signs and keys with, kept beside the PKI:
+/// `audit-seal` (audit seals and checkpoints), `verdict-signing` (popscan
+/// verdicts) and `audit-hmac.key`. Only missing ones are created, so PKI
+/// directories from before a key existed gain it.
+pub fn ensure_service_keys(dir: &Path) -> Result<(), KeyError> {
+    for name in ["audit-seal", "verdict-signing"] {
+        if !dir.join(format!("{name}.key")).exists() {
+            generate_keypair(dir, name)?;
+        }
+    }
+    let hmac = dir.join("audit-hmac.key");
+    if !hmac.exists() {
+        generate_hmac_key(&hmac)?;
+    }
+    Ok(())
+}
+
 fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<(), KeyError> {
     crate::durable_file::write(path, bytes, secret).map_err(|source| KeyError::Io {
         path: path.to_owned(),

@@ -9,9 +9,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use certs::signing::generate_hmac_key;
 use gateway::audit::record::{now_rfc3339, Access, CertRef, Decision};
 use gateway::audit::search::{search, Filter};
-use gateway::audit::{generate_hmac_key, load_hmac_key, AuditConfig, AuditLog, Durability};
+use gateway::audit::{load_hmac_key, AuditConfig, AuditLog, Durability};
 
 fn access(i: u64, citizen_ref: String) -> Access {
     Access {

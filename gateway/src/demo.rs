@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use certs::pki::DevPki;
 
-use crate::config::ConfigError;
+use crate::error::GatewayError;
 use crate::registry::{AgencyStatus, Registry};
 
 /// The registry shipped in `policies/agencies.yaml`, so the demo works from
@@ -55,19 +55,21 @@ const SCAN_POLICIES: [(&str, &str); 5] = [
 
 /// Prepares the demo directory; returns the gateway config path and the
 /// curl lines to print. Separate from [`run`] so tests can check the lines.
-pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError> {
+pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), GatewayError> {
     let dir = absolute(&opts.dir)?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ConfigError::new(&dir, format!("cannot create demo directory: {e}")))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        GatewayError::runtime(format!("creating the demo directory {}", dir.display()), e)
+    })?;
     let agencies_path = dir.join("agencies.yaml");
     if !agencies_path.exists() {
-        std::fs::write(&agencies_path, SHIPPED_AGENCIES)
-            .map_err(|e| ConfigError::new(&agencies_path, format!("cannot write: {e}")))?;
+        std::fs::write(&agencies_path, SHIPPED_AGENCIES).map_err(|e| {
+            GatewayError::runtime(format!("writing {}", agencies_path.display()), e)
+        })?;
     }
     let registry = Registry::load(&agencies_path)?;
 
     let pki_dir = dir.join("pki");
-    let pki_err = |e: certs::pki::PkiError| ConfigError::new(&pki_dir, e.to_string());
+    let pki_err = |e: certs::pki::PkiError| GatewayError::runtime("the demo PKI", e);
     let (pki, _) = DevPki::open_or_create(&pki_dir).map_err(pki_err)?;
     for a in &registry.agencies {
         if !pki.agency_cert_path(&a.id).exists() {
@@ -75,13 +77,15 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), ConfigError
         }
     }
 
-    ensure_audit_keys(pki.dir())?;
+    certs::signing::ensure_service_keys(pki.dir())
+        .map_err(|e| GatewayError::runtime("the demo PKI's signing keys", e))?;
     let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|e| ConfigError::new(path, format!("cannot write: {e}")))
+        std::fs::write(path, text)
+            .map_err(|e| GatewayError::runtime(format!("writing {}", path.display()), e))
     };
     let mkdir = |path: &Path| {
         std::fs::create_dir_all(path)
-            .map_err(|e| ConfigError::new(path, format!("cannot create: {e}")))
+            .map_err(|e| GatewayError::runtime(format!("creating {}", path.display()), e))
     };
     let scan_dir = dir.join("policies").join("scan");
     mkdir(&scan_dir)?;
@@ -216,43 +220,26 @@ fn popgate_exe() -> String {
         .unwrap_or_else(|_| "popgate".into())
 }
 
-/// The signing keys `pki init` makes (audit seals, popscan verdicts, the
-/// citizen-ID HMAC), created for PKI directories that predate them.
-pub fn ensure_audit_keys(pki_dir: &Path) -> Result<(), ConfigError> {
-    for name in ["audit-seal", "verdict-signing"] {
-        if !pki_dir.join(format!("{name}.key")).exists() {
-            certs::signing::generate_keypair(pki_dir, name)
-                .map_err(|e| ConfigError::new(pki_dir, e.to_string()))?;
-        }
-    }
-    let hmac = pki_dir.join("audit-hmac.key");
-    if !hmac.exists() {
-        crate::audit::generate_hmac_key(&hmac)
-            .map_err(|e| ConfigError::new(&hmac, format!("cannot write: {e}")))?;
-    }
-    Ok(())
-}
-
-fn absolute(p: &Path) -> Result<PathBuf, ConfigError> {
+fn absolute(p: &Path) -> Result<PathBuf, GatewayError> {
     if p.is_absolute() {
         return Ok(p.to_owned());
     }
     std::env::current_dir()
         .map(|d| d.join(p))
-        .map_err(|e| ConfigError::new(p, format!("no current directory: {e}")))
+        .map_err(|e| GatewayError::runtime("finding the current directory", e))
 }
 
-fn check_free(addr: SocketAddr, flag: &str) -> Result<(), ConfigError> {
+fn check_free(addr: SocketAddr, flag: &str) -> Result<(), GatewayError> {
     TcpListener::bind(addr).map(drop).map_err(|e| {
-        ConfigError::new(
-            Path::new(&addr.to_string()),
-            format!("cannot listen ({e}); pick another port with {flag}"),
+        GatewayError::runtime(
+            format!("cannot listen on {addr}"),
+            format!("{e}; pick another port with {flag}"),
         )
     })
 }
 
 /// Runs the demo until Ctrl-C.
-pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
+pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     let gw_addr: SocketAddr = ([127, 0, 0, 1], opts.port).into();
     let reg_addr: SocketAddr = ([127, 0, 0, 1], opts.registry_port).into();
     check_free(gw_addr, "--port")?;
@@ -265,7 +252,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| ConfigError::new(&config_path, format!("runtime: {e}")))?;
+        .map_err(|e| GatewayError::runtime("starting the demo runtime", e))?;
     let pki_dir = absolute(&opts.dir)?.join("pki");
     let system_addr: SocketAddr = ([127, 0, 0, 1], opts.system_port).into();
     crate::demo_system::start(
@@ -274,10 +261,10 @@ pub fn run(opts: &DemoOptions) -> Result<(), ConfigError> {
         &pki_dir.join("server.pem"),
         &pki_dir.join("server.key"),
     )
-    .map_err(|e| ConfigError::new(&pki_dir, format!("demo agency system: {e}")))?;
+    .map_err(|e| GatewayError::runtime("starting the demo agency system", e))?;
     let listener = rt
         .block_on(crate::synthetic_registry::bind(reg_addr))
-        .map_err(|e| ConfigError::new(Path::new(&reg_addr.to_string()), e.to_string()))?;
+        .map_err(|e| GatewayError::runtime(format!("synthetic registry on {reg_addr}"), e))?;
     std::thread::spawn(move || {
         rt.block_on(async move {
             if let Err(e) = crate::synthetic_registry::serve(listener).await {

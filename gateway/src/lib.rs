@@ -12,6 +12,7 @@ pub mod crl_publisher;
 pub mod demo;
 pub mod demo_system;
 pub mod edge;
+pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -175,6 +175,15 @@ impl From<gateway::config::ConfigError> for Failure {
     }
 }
 
+impl From<gateway::error::GatewayError> for Failure {
+    fn from(e: gateway::error::GatewayError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<certs::pki::PkiError> for Failure {
     fn from(e: certs::pki::PkiError) -> Self {
         Failure {
@@ -223,7 +232,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }) => {
             let registry = subjects(&agencies)?;
             let pki = DevPki::create(&dir)?;
-            gateway::demo::ensure_audit_keys(&dir)?;
+            certs::signing::ensure_service_keys(&dir).map_err(|e| Failure {
+                code: 1,
+                message: e.to_string(),
+            })?;
             // Issue everything before printing anything, so a closed stdout
             // can never leave a half-made PKI behind.
             let mut issued = Vec::new();

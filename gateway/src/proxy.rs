@@ -125,10 +125,11 @@ impl Gateway {
         }
         let agency = crate::pipeline::identity(session, &self.verifier, &registry, seen)?;
         crate::pipeline::edge(session.req_header(), has_body, &self.limits)?;
-        if let Some(adm) = &self.admission {
-            adm.check(agency, time::OffsetDateTime::now_utc())
-                .map_err(Refusal::NotCompliant)?;
-        }
+        crate::pipeline::admission(
+            self.admission.as_deref(),
+            agency,
+            time::OffsetDateTime::now_utc(),
+        )?;
         let judged = crate::pipeline::access(
             session.req_header(),
             &registry,

@@ -8,16 +8,20 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
 use crate::config::{ConfigError, GatewayConfig};
+use crate::error::GatewayError;
 use crate::proxy::Gateway;
 
 /// Loads everything, then serves until SIGTERM/SIGINT. Only returns on a
-/// configuration error: pingora exits the process when it shuts down.
-pub fn run(config_path: &Path) -> Result<(), ConfigError> {
+/// configuration error (or a failure to start): pingora exits the process
+/// when it shuts down.
+pub fn run(config_path: &Path) -> Result<(), GatewayError> {
     let config = GatewayConfig::load(config_path)?;
     let (registry, material) = config.check()?;
     let tls_state = material.server_parts(&config.tls)?;
-    let audit = crate::audit::AuditLog::open(&config.audit)
-        .map_err(|e| ConfigError::new(&config.audit.dir, e.to_string()))?;
+    let audit = crate::audit::AuditLog::open(&config.audit).map_err(|e| match e {
+        crate::audit::AuditError::Config(m) => ConfigError::new(&config.audit.dir, m).into(),
+        other => GatewayError::runtime(format!("audit log {}", config.audit.dir.display()), other),
+    })?;
 
     let mut conf = ServerConf {
         threads: config.threads,
@@ -38,7 +42,12 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         config.quota_state_dir.clone(),
         Arc::new(crate::quota::SystemClock),
     )
-    .map_err(|e| ConfigError::new(&config.quota_state_dir, format!("quota state: {e}")))?;
+    .map_err(|e| {
+        GatewayError::runtime(
+            format!("quota state {}", config.quota_state_dir.display()),
+            e,
+        )
+    })?;
     let quota = match &config.quota_redis {
         Some(r) => quota.with_cluster(
             crate::quota::cluster::Cluster::new(&r.url, &r.key_prefix, r.failure_mode, r.timeout)
@@ -54,12 +63,8 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
     let admission = match &config.admission {
         Some(a) => {
             let adm = Arc::new(crate::admission::Admission::new(a.clone())?);
-            crate::admission::spawn_watcher(adm.clone(), metrics.clone()).map_err(|e| {
-                ConfigError::new(
-                    &config.source,
-                    format!("cannot start the verdict watcher: {e}"),
-                )
-            })?;
+            crate::admission::spawn_watcher(adm.clone(), metrics.clone())
+                .map_err(|e| GatewayError::runtime("starting the verdict watcher", e))?;
             Some(adm)
         }
         None => None,
@@ -76,7 +81,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
                 drain: drain.clone(),
             },
         )
-        .map_err(|e| ConfigError::new(&config.source, format!("admin.listen {addr}: {e}")))?;
+        .map_err(|e| GatewayError::runtime(format!("admin.listen {addr}"), e))?;
         tracing::info!(%addr, "admin listener: /healthz /readyz /metrics");
     }
     let registry = Arc::new(ArcSwap::from_pointee(registry));
@@ -87,12 +92,7 @@ pub fn run(config_path: &Path) -> Result<(), ConfigError> {
         quota.clone(),
         metrics.clone(),
     )
-    .map_err(|e| {
-        ConfigError::new(
-            &config.source,
-            format!("cannot install the SIGHUP handler: {e}"),
-        )
-    })?;
+    .map_err(|e| GatewayError::runtime("installing the SIGHUP handler", e))?;
     let audit_at_exit = audit.clone();
     let hook = crate::edge::ConnectionHook {
         table: crate::edge::ConnectionTable::new(

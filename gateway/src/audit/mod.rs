@@ -205,23 +205,5 @@ pub fn load_hmac_key(path: &Path) -> Result<Vec<u8>, AuditError> {
     Ok(key)
 }
 
-/// Writes a fresh random HMAC key (64 hex digits, mode 0600).
-pub fn generate_hmac_key(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(hex::encode(key).as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
-}
-
 #[cfg(test)]
 mod tests;

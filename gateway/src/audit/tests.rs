@@ -8,6 +8,7 @@ use super::search::{search, Filter};
 use super::segment::{self, Seal};
 use super::verify::verify;
 use super::*;
+use certs::signing::generate_hmac_key;
 
 struct Fixture {
     _root: tempfile::TempDir,

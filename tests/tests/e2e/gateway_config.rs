@@ -74,3 +74,33 @@ fn good_config_passes_and_mistakes_are_located() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ca.pem: cannot read"), "{err}");
 }
+
+/// `popgate serve` tells a wrong file (exit 2) from a failure to start
+/// (exit 1): a busy admin port is the machine's problem, not the config's.
+#[test]
+fn serve_exits_2_for_config_mistakes_and_1_for_runtime_failures() {
+    let pki = TestPki::new();
+    let c = pki.config("127.0.0.1:9").admin().write();
+    let busy = std::net::TcpListener::bind(("127.0.0.1", c.admin_port())).unwrap();
+    let serve = |config: &std::path::Path| {
+        let out = Command::new(bin("popgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .output()
+            .expect("run popgate");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = serve(&c.path);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("admin.listen 127.0.0.1:{}", c.admin_port())), "{err}");
+    drop(busy);
+
+    let text = std::fs::read_to_string(&c.path).unwrap();
+    std::fs::write(&c.path, text.replace("threads: 2", "threads: 0")).unwrap();
+    let (code, err) = serve(&c.path);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("threads"), "{err}");
+}

@@ -1,0 +1,47 @@
+use pingora::http::RequestHeader;
+
+use crate::edge::Limits;
+use crate::refusal::Refusal;
+
+/// The edge stage: refuses what popgate never forwards, whoever asks.
+/// `has_body`: the request carries a body (pingora's framing verdict).
+pub fn edge(req: &RequestHeader, has_body: bool, limits: &Limits) -> Result<(), Refusal> {
+    if req.method == http::Method::CONNECT {
+        return Err(Refusal::TunnelRefused("CONNECT"));
+    }
+    if req.headers.contains_key(http::header::UPGRADE)
+        || req
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+            })
+    {
+        return Err(Refusal::TunnelRefused("Upgrade"));
+    }
+    let header_bytes: u64 = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum::<u64>()
+        + req.uri.to_string().len() as u64;
+    if header_bytes > limits.max_header_bytes {
+        return Err(Refusal::HeadersTooLarge {
+            limit: limits.max_header_bytes,
+        });
+    }
+    if has_body
+        && matches!(
+            req.method,
+            http::Method::GET | http::Method::HEAD | http::Method::DELETE
+        )
+    {
+        return Err(Refusal::BodyNotAllowed {
+            method: req.method.to_string(),
+        });
+    }
+    Ok(())
+}
