@@ -5,6 +5,9 @@
 //!
 //! Run: cargo build --release -p gateway && cargo run --release -p gateway --example gateway_bench
 
+// A benchmark harness: any failure aborts the run with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 //!
 //! Run: cargo run --release -p gateway --example quota_bench
 
+// A benchmark harness: any failure aborts the run with its location.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -525,6 +525,7 @@ fn default_sigpipe_for_reports(command: &Command) {
             | Command::Pki(PkiCommand::ServeCrl { .. })
     ) {
         // SAFETY: setting a signal disposition before any thread is started.
+        #[allow(unsafe_code)]
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }

@@ -252,6 +252,7 @@ impl GatewayProcess {
     /// Sends a signal (SIGHUP, SIGTERM, SIGKILL, …) to the process.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid has no memory effects.
+        #[allow(unsafe_code)]
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }

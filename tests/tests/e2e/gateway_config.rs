@@ -95,7 +95,10 @@ fn serve_exits_2_for_config_mistakes_and_1_for_runtime_failures() {
     };
     let (code, err) = serve(&c.path);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("admin.listen 127.0.0.1:{}", c.admin_port())), "{err}");
+    assert!(
+        err.contains(&format!("admin.listen 127.0.0.1:{}", c.admin_port())),
+        "{err}"
+    );
     drop(busy);
 
     let text = std::fs::read_to_string(&c.path).unwrap();

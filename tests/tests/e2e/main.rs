@@ -3,6 +3,9 @@
 //! shared harness (processes, PKI, clients, hostile peers) is the `e2e`
 //! library in tests/src.
 
+// Test helpers may unwrap: a panic is a failing test, with its location.
+#![allow(clippy::unwrap_used)]
+
 mod admission;
 mod deploy_checks;
 mod gateway_access;
