@@ -6,7 +6,9 @@
 //! - [`inspect`]: facts about a certificate or chain that compliance checks judge.
 //! - [`signing`]: Ed25519 keys that seal audit segments and sign scan verdicts.
 //! - [`verdict`]: the signed compliance verdict popscan writes and popgate trusts.
+//! - [`dates`]: how times and dates are written, everywhere.
 
+pub mod dates;
 pub mod durable_file;
 pub mod identity;
 pub mod inspect;

@@ -334,7 +334,7 @@ impl DevPki {
             serial: serial_hex.clone(),
             agency: spec.agency.id.clone(),
             file: format!("agencies/{}.pem", spec.file_stem),
-            not_after: rfc3339(spec.not_after),
+            not_after: crate::dates::rfc3339(spec.not_after),
             revoked_at: None,
         });
         self.save_index(&index)?;
@@ -375,7 +375,7 @@ impl DevPki {
                 serial: ident.serial,
             });
         }
-        entry.revoked_at = Some(rfc3339(OffsetDateTime::now_utc()));
+        entry.revoked_at = Some(crate::dates::rfc3339(OffsetDateTime::now_utc()));
         let agency = entry.agency.clone();
         index.crl_number += 1;
         self.write_crl(&index)?;
@@ -481,11 +481,6 @@ fn serial_hex(s: &SerialNumber) -> String {
         .position(|b| *b != 0)
         .unwrap_or(bytes.len().saturating_sub(1));
     hex::encode(&bytes[first..])
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), PkiError> {

@@ -267,13 +267,7 @@ impl Admission {
                     return Err(v.failure_reason());
                 }
                 let until = v.valid_until().map_err(|e| e.to_string())?;
-                let day = until.date();
-                let date = format!(
-                    "{:04}-{:02}-{:02}",
-                    day.year(),
-                    u8::from(day.month()),
-                    day.day()
-                );
+                let date = certs::dates::date(until.date());
                 if now <= until {
                     Ok(())
                 } else if now <= until + self.config.grace {

@@ -337,21 +337,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 match v {
                     None => Ok(None),
                     Some(t)
-                        if t.len() == 10
-                            && time::Date::parse(
-                                &t,
-                                &time::macros::format_description!("[year]-[month]-[day]"),
-                            )
-                            .is_ok() =>
-                    {
-                        Ok(Some(t))
-                    }
-                    Some(t)
-                        if time::OffsetDateTime::parse(
-                            &t,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .is_ok() =>
+                        if (t.len() == 10 && certs::dates::parse_date(&t).is_some())
+                            || certs::dates::parse_rfc3339(&t).is_some() =>
                     {
                         Ok(Some(t))
                     }

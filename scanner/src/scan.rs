@@ -94,12 +94,8 @@ pub async fn run(
     }
 }
 
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    // Whole seconds: reports and verdicts are read by people.
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
+/// Whole seconds: reports and verdicts are read by people.
+pub use certs::dates::rfc3339;
 
 async fn scan_system(
     sys: &System,

@@ -30,14 +30,7 @@ mod iso_date {
     }
 }
 
-pub fn format_date(d: Date) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-}
-
-pub fn parse_date(s: &str) -> Option<Date> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(s, &fmt).ok()
-}
+pub use certs::dates::{date as format_date, parse_date};
 
 impl Waiver {
     pub fn applies_on(&self, today: Date) -> bool {

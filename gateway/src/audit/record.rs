@@ -201,18 +201,10 @@ pub fn now_rfc3339() -> String {
 }
 
 /// A UTC time as records spell it (RFC 3339, milliseconds, `Z`).
-pub fn format_time(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.format(&time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
+pub use certs::dates::rfc3339_millis as format_time;
 
 /// Reads a record time back (RFC 3339).
-pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-}
+pub use certs::dates::parse_rfc3339 as parse_time;
 
 #[cfg(test)]
 pub(crate) mod tests {
