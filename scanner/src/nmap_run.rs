@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::inventory::Inventory;
-use crate::policy::{Check, PolicySet};
+use crate::policy::PolicySet;
 
 /// Runs `nmap -Pn -sT -sV --script ssl-enum-ciphers,ssl-cert` and returns
 /// the path of the XML it wrote (in the system temp dir).
@@ -25,7 +25,7 @@ pub async fn run(
         ports.extend(s.endpoints.iter().map(|e| e.port));
         if let Some(p) = policies.for_level(s.level) {
             for c in &p.controls {
-                if let Check::PortsForbidden { ports: list } = &c.check {
+                if let Some(list) = c.check.forbidden_ports() {
                     ports.extend(list.iter().map(|p| p.port));
                 }
             }

@@ -52,10 +52,112 @@ pub struct NamedPort {
     pub service: String,
 }
 
-/// What a control checks, with its parameters.
+/// What a control checks, with its parameters, grouped by the evidence it
+/// reads so each checks module matches its own family exhaustively. In
+/// YAML a check is flat (`{kind: tls_protocols, allowed: […]}`): see
+/// [`FlatCheck`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FlatCheck", into = "FlatCheck")]
+pub enum Check {
+    Tls(TlsCheck),
+    Cert(CertCheck),
+    Http(HttpCheck),
+    Ports(PortsCheck),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsCheck {
+    Protocols { allowed: Vec<ProtocolName> },
+    CipherClasses { forbidden: Vec<ClassName> },
+    DheMinBits { min_bits: u32 },
+    DowngradeProtection,
+    RenegotiationCompression,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertCheck {
+    KeySize { rsa_min_bits: u32, ec_min_bits: u32 },
+    Signature { forbidden: Vec<SigHash> },
+    ChainTrusted { bundle: String },
+    Expiry { min_days: u32 },
+    Hostname,
+    ServerAuthEku,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpCheck {
+    Hsts { min_max_age: u64 },
+    Header { header: String, value: String },
+    ServerBanner,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortsCheck {
+    Forbidden { ports: Vec<NamedPort> },
+}
+
+impl From<FlatCheck> for Check {
+    fn from(f: FlatCheck) -> Check {
+        use FlatCheck as F;
+        match f {
+            F::TlsProtocols { allowed } => Check::Tls(TlsCheck::Protocols { allowed }),
+            F::TlsCipherClasses { forbidden } => Check::Tls(TlsCheck::CipherClasses { forbidden }),
+            F::TlsDheMinBits { min_bits } => Check::Tls(TlsCheck::DheMinBits { min_bits }),
+            F::TlsDowngradeProtection {} => Check::Tls(TlsCheck::DowngradeProtection),
+            F::TlsRenegotiationCompression {} => Check::Tls(TlsCheck::RenegotiationCompression),
+            F::CertKeySize {
+                rsa_min_bits,
+                ec_min_bits,
+            } => Check::Cert(CertCheck::KeySize {
+                rsa_min_bits,
+                ec_min_bits,
+            }),
+            F::CertSignature { forbidden } => Check::Cert(CertCheck::Signature { forbidden }),
+            F::CertChainTrusted { bundle } => Check::Cert(CertCheck::ChainTrusted { bundle }),
+            F::CertExpiry { min_days } => Check::Cert(CertCheck::Expiry { min_days }),
+            F::CertHostname {} => Check::Cert(CertCheck::Hostname),
+            F::CertServerAuthEku {} => Check::Cert(CertCheck::ServerAuthEku),
+            F::HttpHsts { min_max_age } => Check::Http(HttpCheck::Hsts { min_max_age }),
+            F::HttpHeader { header, value } => Check::Http(HttpCheck::Header { header, value }),
+            F::HttpServerBanner {} => Check::Http(HttpCheck::ServerBanner),
+            F::PortsForbidden { ports } => Check::Ports(PortsCheck::Forbidden { ports }),
+        }
+    }
+}
+
+impl From<Check> for FlatCheck {
+    fn from(c: Check) -> FlatCheck {
+        use FlatCheck as F;
+        match c {
+            Check::Tls(TlsCheck::Protocols { allowed }) => F::TlsProtocols { allowed },
+            Check::Tls(TlsCheck::CipherClasses { forbidden }) => F::TlsCipherClasses { forbidden },
+            Check::Tls(TlsCheck::DheMinBits { min_bits }) => F::TlsDheMinBits { min_bits },
+            Check::Tls(TlsCheck::DowngradeProtection) => F::TlsDowngradeProtection {},
+            Check::Tls(TlsCheck::RenegotiationCompression) => F::TlsRenegotiationCompression {},
+            Check::Cert(CertCheck::KeySize {
+                rsa_min_bits,
+                ec_min_bits,
+            }) => F::CertKeySize {
+                rsa_min_bits,
+                ec_min_bits,
+            },
+            Check::Cert(CertCheck::Signature { forbidden }) => F::CertSignature { forbidden },
+            Check::Cert(CertCheck::ChainTrusted { bundle }) => F::CertChainTrusted { bundle },
+            Check::Cert(CertCheck::Expiry { min_days }) => F::CertExpiry { min_days },
+            Check::Cert(CertCheck::Hostname) => F::CertHostname {},
+            Check::Cert(CertCheck::ServerAuthEku) => F::CertServerAuthEku {},
+            Check::Http(HttpCheck::Hsts { min_max_age }) => F::HttpHsts { min_max_age },
+            Check::Http(HttpCheck::Header { header, value }) => F::HttpHeader { header, value },
+            Check::Http(HttpCheck::ServerBanner) => F::HttpServerBanner {},
+            Check::Ports(PortsCheck::Forbidden { ports }) => F::PortsForbidden { ports },
+        }
+    }
+}
+
+/// A check as policies spell it: one flat `kind` with its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Check {
+pub enum FlatCheck {
     /// Only these protocol versions may be offered.
     TlsProtocols { allowed: Vec<ProtocolName> },
     /// No offered suite may fall in these classes.
@@ -131,21 +233,18 @@ impl Check {
     /// The evidence family a check reads, for reports and applicability.
     pub fn family(&self) -> &'static str {
         match self {
-            Check::TlsProtocols { .. }
-            | Check::TlsCipherClasses { .. }
-            | Check::TlsDheMinBits { .. }
-            | Check::TlsDowngradeProtection {}
-            | Check::TlsRenegotiationCompression {} => "tls",
-            Check::CertKeySize { .. }
-            | Check::CertSignature { .. }
-            | Check::CertChainTrusted { .. }
-            | Check::CertExpiry { .. }
-            | Check::CertHostname {}
-            | Check::CertServerAuthEku {} => "certificate",
-            Check::HttpHsts { .. } | Check::HttpHeader { .. } | Check::HttpServerBanner {} => {
-                "http"
-            }
-            Check::PortsForbidden { .. } => "ports",
+            Check::Tls(_) => "tls",
+            Check::Cert(_) => "certificate",
+            Check::Http(_) => "http",
+            Check::Ports(_) => "ports",
+        }
+    }
+
+    /// The ports a `ports_forbidden` control lists, if this is one.
+    pub fn forbidden_ports(&self) -> Option<&[NamedPort]> {
+        match self {
+            Check::Ports(PortsCheck::Forbidden { ports }) => Some(ports),
+            _ => None,
         }
     }
 }
@@ -428,33 +527,33 @@ fn check_id(file: &Path, id: &Spanned<String>, what: &str) -> Result<(), ConfigE
 
 fn validate_check(file: &Path, c: &Spanned<Check>) -> Result<(), ConfigError> {
     let at = |m: String| Err(ConfigError::at(file, &c.referenced, m));
-    match &c.value {
-        Check::TlsProtocols { allowed } if allowed.is_empty() => {
+    match &FlatCheck::from(c.value.clone()) {
+        FlatCheck::TlsProtocols { allowed } if allowed.is_empty() => {
             at("tls_protocols: `allowed` is empty, nothing could ever pass".into())
         }
-        Check::TlsCipherClasses { forbidden } if forbidden.is_empty() => {
+        FlatCheck::TlsCipherClasses { forbidden } if forbidden.is_empty() => {
             at("tls_cipher_classes: `forbidden` is empty".into())
         }
-        Check::TlsDheMinBits { min_bits } if !(512..=16384).contains(min_bits) => {
+        FlatCheck::TlsDheMinBits { min_bits } if !(512..=16384).contains(min_bits) => {
             at(format!("tls_dhe_min_bits: min_bits {min_bits} is not in 512..16384"))
         }
-        Check::CertKeySize { rsa_min_bits, ec_min_bits }
+        FlatCheck::CertKeySize { rsa_min_bits, ec_min_bits }
             if !(512..=16384).contains(rsa_min_bits) || !(160..=571).contains(ec_min_bits) =>
         {
             at(format!(
                 "cert_key_size: rsa_min_bits {rsa_min_bits} / ec_min_bits {ec_min_bits} out of range (512..16384 / 160..571)"
             ))
         }
-        Check::CertSignature { forbidden } if forbidden.is_empty() => {
+        FlatCheck::CertSignature { forbidden } if forbidden.is_empty() => {
             at("cert_signature: `forbidden` is empty".into())
         }
-        Check::CertChainTrusted { bundle } if bundle.trim().is_empty() => {
+        FlatCheck::CertChainTrusted { bundle } if bundle.trim().is_empty() => {
             at("cert_chain_trusted: `bundle` is empty".into())
         }
-        Check::HttpHeader { header, value } if header.trim().is_empty() || value.trim().is_empty() => {
+        FlatCheck::HttpHeader { header, value } if header.trim().is_empty() || value.trim().is_empty() => {
             at("http_header: `header` and `value` must be non-empty".into())
         }
-        Check::PortsForbidden { ports } if ports.is_empty() || ports.iter().any(|p| p.port == 0) => {
+        FlatCheck::PortsForbidden { ports } if ports.is_empty() || ports.iter().any(|p| p.port == 0) => {
             at("ports_forbidden: list ports 1..65535".into())
         }
         _ => Ok(()),

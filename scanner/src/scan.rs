@@ -13,7 +13,7 @@ use crate::evidence::{
     EndpointFacts, Fact, HostEvidence, HostPorts, PortEvidence, SeenPort, SystemEvidence,
 };
 use crate::inventory::{Inventory, ServiceKind, System};
-use crate::policy::{Check, Policy, PolicySet};
+use crate::policy::{Policy, PolicySet};
 use crate::probe::tls::{self, ProbeLimits, Target, TlsEvidence};
 use crate::probe::{http, ports};
 use crate::report::{ControlResult, Report, SystemReport, SystemResult, WaiverNote, SCHEMA};
@@ -210,7 +210,7 @@ fn ports_to_check(sys: &System, policy: &Policy, host: &str) -> Vec<u16> {
         .map(|e| e.port)
         .collect();
     for c in &policy.controls {
-        if let Check::PortsForbidden { ports } = &c.check {
+        if let Some(ports) = c.check.forbidden_ports() {
             v.extend(ports.iter().map(|p| p.port));
         }
     }

@@ -15,7 +15,7 @@ use x509_cert::Certificate;
 
 use super::{CheckContext, Outcome};
 use crate::evidence::EndpointFacts;
-use crate::policy::{bundle_path, Check, Control, SigHash};
+use crate::policy::{bundle_path, CertCheck, Control, SigHash};
 
 const RSA: &str = "1.2.840.113549.1.1.1";
 const EC: &str = "1.2.840.10045.2.1";
@@ -192,7 +192,7 @@ fn day(unix: i64) -> String {
 
 pub(super) fn check(
     control: &Control,
-    c: &Check,
+    c: &CertCheck,
     ep: &EndpointFacts,
     chain: &[Vec<u8>],
     ctx: &CheckContext,
@@ -204,7 +204,7 @@ pub(super) fn check(
         Err(e) => return out.fail(format!("{at}: leaf {e}")),
     };
     match c {
-        Check::CertKeySize {
+        CertCheck::KeySize {
             rsa_min_bits,
             ec_min_bits,
         } => {
@@ -228,7 +228,7 @@ pub(super) fn check(
                 _ => out.error(format!("{at}: key type/size not recognised ({desc})")),
             }
         }
-        Check::CertSignature { forbidden } => {
+        CertCheck::Signature { forbidden } => {
             for (i, der) in chain.iter().enumerate() {
                 match CertFacts::parse(der) {
                     // A self-issued root's own signature is not relied upon.
@@ -247,7 +247,7 @@ pub(super) fn check(
                 }
             }
         }
-        Check::CertChainTrusted { bundle } => {
+        CertCheck::ChainTrusted { bundle } => {
             let path = match &ctx.trust_bundle {
                 Some(p) => p.clone(),
                 None => bundle_path(control, bundle),
@@ -268,7 +268,7 @@ pub(super) fn check(
                 )),
             }
         }
-        Check::CertExpiry { min_days } => {
+        CertCheck::Expiry { min_days } => {
             let now = ctx.now_unix;
             if now < leaf.not_before {
                 out.fail(format!(
@@ -295,7 +295,7 @@ pub(super) fn check(
                 }
             }
         }
-        Check::CertHostname {} => {
+        CertCheck::Hostname => {
             let name = match ep.hostname.parse::<std::net::IpAddr>() {
                 Ok(ip) => ServerName::IpAddress(ip.into()),
                 Err(_) => match ServerName::try_from(ep.hostname.clone()) {
@@ -323,14 +323,13 @@ pub(super) fn check(
                 },
             }
         }
-        Check::CertServerAuthEku {} => match leaf.server_auth_eku {
+        CertCheck::ServerAuthEku => match leaf.server_auth_eku {
             Some(true) => out.ok(format!("{at}: extendedKeyUsage includes serverAuth")),
             Some(false) => out.fail(format!("{at}: extendedKeyUsage lacks serverAuth")),
             None => out.fail(format!(
                 "{at}: certificate has no extendedKeyUsage extension"
             )),
         },
-        _ => {}
     }
 }
 

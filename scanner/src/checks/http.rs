@@ -2,12 +2,12 @@
 
 use super::Outcome;
 use crate::evidence::{EndpointFacts, HttpEvidence};
-use crate::policy::Check;
+use crate::policy::HttpCheck;
 
-pub(super) fn check(c: &Check, ep: &EndpointFacts, h: &HttpEvidence, out: &mut Outcome) {
+pub(super) fn check(c: &HttpCheck, ep: &EndpointFacts, h: &HttpEvidence, out: &mut Outcome) {
     let at = &ep.label;
     match c {
-        Check::HttpHsts { min_max_age } => match h.header("strict-transport-security") {
+        HttpCheck::Hsts { min_max_age } => match h.header("strict-transport-security") {
             None => out.fail(format!("{at}: no Strict-Transport-Security header")),
             Some(v) => match hsts_max_age(v) {
                 Some(age) if age >= *min_max_age => {
@@ -21,19 +21,18 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, h: &HttpEvidence, out: &mut O
                 )),
             },
         },
-        Check::HttpHeader { header, value } => match h.header(header) {
+        HttpCheck::Header { header, value } => match h.header(header) {
             Some(v) if v.eq_ignore_ascii_case(value) => out.ok(format!("{at}: {header}: {v}")),
             Some(v) => out.fail(format!("{at}: {header}: {v:?}, expected {value:?}")),
             None => out.fail(format!("{at}: no {header} header")),
         },
-        Check::HttpServerBanner {} => match h.header("server") {
+        HttpCheck::ServerBanner => match h.header("server") {
             Some(v) if v.chars().any(|c| c.is_ascii_digit()) => {
                 out.fail(format!("{at}: Server header reveals a version: {v:?}"))
             }
             Some(v) => out.ok(format!("{at}: Server: {v} (no version)")),
             None => out.ok(format!("{at}: no Server header")),
         },
-        _ => {}
     }
 }
 

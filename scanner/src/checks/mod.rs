@@ -94,27 +94,16 @@ pub struct CheckContext {
 pub fn evaluate(control: &Control, ev: &SystemEvidence, ctx: &CheckContext) -> Outcome {
     let mut out = Outcome::default();
     match &control.check {
-        Check::PortsForbidden { ports } => ports::forbidden(ports, ev, &mut out),
-        c @ (Check::TlsProtocols { .. }
-        | Check::TlsCipherClasses { .. }
-        | Check::TlsDheMinBits { .. }
-        | Check::TlsDowngradeProtection {}
-        | Check::TlsRenegotiationCompression {}) => {
-            for_tls(ev, &mut out, |ep, tls, out| tls::check(c, ep, tls, out))
-        }
-        c @ (Check::CertKeySize { .. }
-        | Check::CertSignature { .. }
-        | Check::CertChainTrusted { .. }
-        | Check::CertExpiry { .. }
-        | Check::CertHostname {}
-        | Check::CertServerAuthEku {}) => for_tls(ev, &mut out, |ep, tls, out| {
+        Check::Ports(c) => ports::check(c, ev, &mut out),
+        Check::Tls(c) => for_tls(ev, &mut out, |ep, tls, out| tls::check(c, ep, tls, out)),
+        Check::Cert(c) => for_tls(ev, &mut out, |ep, tls, out| {
             if tls.chain.is_empty() {
                 out.error(format!("{}: no certificate was captured", ep.label));
             } else {
                 cert::check(control, c, ep, &tls.chain, ctx, out)
             }
         }),
-        c @ (Check::HttpHsts { .. } | Check::HttpHeader { .. } | Check::HttpServerBanner {}) => {
+        Check::Http(c) => {
             for ep in &ev.endpoints {
                 match &ep.http {
                     None => {}

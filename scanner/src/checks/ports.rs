@@ -2,9 +2,15 @@
 
 use super::Outcome;
 use crate::evidence::{PortState, SystemEvidence};
-use crate::policy::NamedPort;
+use crate::policy::{NamedPort, PortsCheck};
 
-pub(super) fn forbidden(list: &[NamedPort], ev: &SystemEvidence, out: &mut Outcome) {
+pub(super) fn check(c: &PortsCheck, ev: &SystemEvidence, out: &mut Outcome) {
+    match c {
+        PortsCheck::Forbidden { ports } => forbidden(ports, ev, out),
+    }
+}
+
+fn forbidden(list: &[NamedPort], ev: &SystemEvidence, out: &mut Outcome) {
     for host in &ev.hosts {
         let mut clean = Vec::new();
         for np in list {

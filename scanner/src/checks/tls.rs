@@ -3,14 +3,14 @@
 
 use super::Outcome;
 use crate::evidence::EndpointFacts;
-use crate::policy::Check;
+use crate::policy::TlsCheck;
 use crate::probe::tls::{FallbackScsv, Protocol, TlsEvidence};
 
-pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut Outcome) {
+pub(super) fn check(c: &TlsCheck, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut Outcome) {
     let at = &ep.label;
     let src = &tls.source;
     match c {
-        Check::TlsProtocols { allowed } => {
+        TlsCheck::Protocols { allowed } => {
             let allowed: Vec<Protocol> = allowed.iter().map(|p| p.0).collect();
             let offered = tls.offered_protocols();
             for p in &offered {
@@ -25,7 +25,7 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
                 out.ok(format!("{at} offers only {} [{src}]", list.join(", ")));
             }
         }
-        Check::TlsCipherClasses { forbidden } => {
+        TlsCheck::CipherClasses { forbidden } => {
             let mut any = false;
             for ps in tls.protocols.iter().filter(|p| p.offered) {
                 for s in &ps.suites {
@@ -52,14 +52,14 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
                 out.ok(format!("{at}: no offered suite is in a forbidden class [{src}]"));
             }
         }
-        Check::TlsDheMinBits { min_bits } => match tls.dhe_bits {
+        TlsCheck::DheMinBits { min_bits } => match tls.dhe_bits {
             Some(b) if b < *min_bits => {
                 out.fail(format!("{b}-bit DHE prime on {at}, policy needs ≥ {min_bits} [{src}]"))
             }
             Some(b) => out.ok(format!("{b}-bit DHE prime on {at} [{src}]")),
             None => out.ok(format!("{at}: no finite-field DHE suite offered [{src}]")),
         },
-        Check::TlsDowngradeProtection {} => match tls.fallback_scsv {
+        TlsCheck::DowngradeProtection => match tls.fallback_scsv {
             Some(FallbackScsv::Enforced) => {
                 out.ok(format!("{at} refuses downgraded handshakes (TLS_FALLBACK_SCSV) [{src}]"))
             }
@@ -74,7 +74,7 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
             )),
             None => out.error(format!("{at}: TLS_FALLBACK_SCSV behaviour not established [{src}]")),
         },
-        Check::TlsRenegotiationCompression {} => {
+        TlsCheck::RenegotiationCompression => {
             match tls.secure_renegotiation {
                 Some(false) => out.fail(format!(
                     "{at} lacks RFC 5746 secure renegotiation [{src}]"
@@ -88,6 +88,5 @@ pub(super) fn check(c: &Check, ep: &EndpointFacts, tls: &TlsEvidence, out: &mut 
                 None => out.error(format!("{at}: TLS compression not established [{src}]")),
             }
         }
-        _ => {}
     }
 }
