@@ -22,6 +22,20 @@ pub async fn body(session: &mut Session, judged: &Judged, limits: &Limits) -> Re
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    // An agency that asked to be invited (`Expect: 100-continue`) sends
+    // its body only now that everything else about the request passed.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .as_mut()
+            .write_continue_response()
+            .await
+            .map_err(|e| Refusal::BadRequestBody(e.etype().as_str().to_lowercase()))?;
+    }
     session.as_mut().enable_retry_buffering();
     let mut total = 0u64;
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
@@ -44,6 +58,11 @@ pub async fn body(session: &mut Session, judged: &Judged, limits: &Limits) -> Re
             }
             None => break,
         }
+    }
+    // pingora replays what it kept; had it kept less than was read, the
+    // registry would get a truncated body: refuse instead (fail closed).
+    if session.as_mut().retry_buffer_truncated() {
+        return Err(too_large());
     }
     Ok(total)
 }

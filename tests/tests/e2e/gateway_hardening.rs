@@ -1081,3 +1081,54 @@ async fn certificate_request_names_follow_a_ca_bundle_reload() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An agency that sends `Expect: 100-continue` is invited to send its body
+/// once the request passed every other stage, and the body arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_continue_is_answered_before_the_body_is_read() {
+    let pki = TestPki::new();
+    let upstream = RecordingUpstream::start().await;
+    let (config, port, _admin, _audit) = gateway_config(&pki, &upstream.addr.to_string(), "");
+    let _gw = GatewayProcess::start(&config, port);
+    let vss = pki.client(&pki.agency("vss"));
+    let json = r#"{"full_name":"Nguyen Van A","date_of_birth":"1990-01-01"}"#;
+    let mut s = vss.connect(port).await.unwrap();
+    s.write_all(&request(
+        "POST",
+        &format!("/v1/citizens/{ID}/verify"),
+        &[
+            ("X-Purpose", "bhyt"),
+            ("Expect", "100-continue"),
+            ("Content-Length", &json.len().to_string()),
+        ],
+        "",
+    ))
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no 100 Continue within 5 s")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(json.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(String::from_utf8_lossy(&upstream.requests()[0].body), json);
+}
