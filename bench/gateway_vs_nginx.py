@@ -46,7 +46,7 @@ def ensure_tools():
     if not shutil.which("oha") and not os.path.exists(os.path.expanduser("~/.cargo/bin/oha")):
         sh(["cargo", "install", "oha", "--locked"])
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    sh(["cargo", "build", "--release", "-q", "-p", "gateway", "--bin", "popgate"], cwd=ROOT)
+    sh(["cargo", "build", "--release", "-q", "-p", "popgate"], cwd=ROOT)
     return os.path.join(target, "release", "popgate"), shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
 
 

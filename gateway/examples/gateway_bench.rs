@@ -3,7 +3,7 @@
 //! the synthetic registry and one gateway per mode, then drives each with
 //! `--connections` keep-alive mTLS HTTP/1.1 connections for `--seconds`.
 //!
-//! Run: cargo build --release -p gateway && cargo run --release -p gateway --example gateway_bench
+//! Run: cargo build --release -p popgate && cargo run --release -p gateway --example gateway_bench
 
 // A benchmark harness: any failure aborts the run with its location.
 #![allow(clippy::unwrap_used)]
@@ -132,7 +132,7 @@ fn main() {
         .join("popgate");
     assert!(
         bin.exists(),
-        "build first: cargo build --release -p gateway ({})",
+        "build first: cargo build --release -p popgate ({})",
         bin.display()
     );
     let root = tempfile::tempdir().unwrap();

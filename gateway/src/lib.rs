@@ -1,7 +1,7 @@
 //! popgate: the mutual-TLS gateway in front of the population registry.
 //!
-//! The binary (`src/main.rs`) is a thin CLI; everything it does lives here so
-//! tests and the demo drive the same code.
+//! The `popgate` command (crate `popgate`) is a thin CLI over this library;
+//! the demo (crate `demo`) drives the same code.
 
 pub mod access;
 pub mod admin;
@@ -9,8 +9,6 @@ pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod crl_publisher;
-pub mod demo;
-pub mod demo_system;
 pub mod edge;
 pub mod error;
 pub mod metrics;
@@ -22,7 +20,6 @@ pub mod registry;
 pub mod routes;
 pub mod serve;
 pub mod shutdown;
-pub mod synthetic_registry;
 pub mod tls;
 pub mod upstream;
 

@@ -383,7 +383,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 message: format!("runtime: {e}"),
             })?;
             rt.block_on(async {
-                let l = gateway::synthetic_registry::bind(listen)
+                let l = demo::synthetic_registry::bind(listen)
                     .await
                     .map_err(|e| Failure {
                         code: 1,
@@ -391,7 +391,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     })?;
                 tracing::info!(%listen, "synthetic population registry (synthetic data only)");
                 tokio::select! {
-                    r = gateway::synthetic_registry::serve(l) => r.map_err(|e| Failure { code: 1, message: e.to_string() }),
+                    r = demo::synthetic_registry::serve(l) => r.map_err(|e| Failure { code: 1, message: e.to_string() }),
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })?;
@@ -402,7 +402,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             registry_port,
             admin_port,
             system_port,
-        } => gateway::demo::run(&gateway::demo::DemoOptions {
+        } => demo::run(&demo::DemoOptions {
             dir,
             port,
             registry_port,

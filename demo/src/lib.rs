@@ -4,13 +4,16 @@
 //! registry and a gateway config, starts the synthetic registry and the
 //! gateway, and prints curl lines that work when pasted.
 
+pub mod agency_system;
+pub mod synthetic_registry;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use certs::pki::DevPki;
 
-use crate::error::GatewayError;
-use crate::registry::{AgencyStatus, Registry};
+use gateway::error::GatewayError;
+use gateway::registry::{AgencyStatus, Registry};
 
 /// The registry shipped in `policies/agencies.yaml`, so the demo works from
 /// any directory.
@@ -255,7 +258,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         .map_err(|e| GatewayError::runtime("starting the demo runtime", e))?;
     let pki_dir = absolute(&opts.dir)?.join("pki");
     let system_addr: SocketAddr = ([127, 0, 0, 1], opts.system_port).into();
-    crate::demo_system::start(
+    crate::agency_system::start(
         &rt,
         system_addr,
         &pki_dir.join("server.pem"),
@@ -289,5 +292,5 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         println!("{l}");
     }
     println!();
-    crate::serve::run(&config_path)
+    gateway::serve::run(&config_path)
 }
