@@ -64,6 +64,9 @@ pub struct CheckedQuery {
     /// What the audit record shows: values, with citizen IDs as
     /// `hmac:<citizen_ref>`.
     pub audit: Option<std::collections::BTreeMap<String, String>>,
+    /// The first citizen ID among the accepted parameters (in name order),
+    /// so a lookup by query is found by `audit search` like one by path.
+    pub citizen: Option<String>,
 }
 
 /// Checks a raw query string against the route's accepted parameters.
@@ -122,6 +125,7 @@ pub fn check_query(
     }
     let mut upstream = String::new();
     let mut audit = std::collections::BTreeMap::new();
+    let mut first_citizen = None;
     for (k, v) in &values {
         if !upstream.is_empty() {
             upstream.push('&');
@@ -131,6 +135,7 @@ pub fn check_query(
         upstream.push_str(&encode_component(v));
         let citizen = route.query.iter().any(|(n, p)| n == k && p.citizen);
         let shown = if citizen {
+            first_citizen.get_or_insert_with(|| v.clone());
             format!("hmac:{}", citizen_ref(v))
         } else {
             v.clone()
@@ -140,6 +145,7 @@ pub fn check_query(
     Ok(CheckedQuery {
         upstream: Some(upstream),
         audit: Some(audit),
+        citizen: first_citizen,
     })
 }
 
@@ -204,18 +210,47 @@ pub fn check_purpose(value: Option<&[u8]>) -> Result<Option<String>, &'static st
     Ok(Some(redact_identifiers(s)))
 }
 
-/// Unicode format characters (category Cf) that change how text reads
-/// without being seen: bidirectional overrides and isolates, zero-width
-/// characters, the BOM.
+/// Characters that change how text reads without being seen: Unicode
+/// format characters (bidirectional overrides and isolates, zero-width
+/// characters, the BOM, tag characters, variation selectors) and the
+/// invisible fillers.
 fn is_invisible_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
         | '\u{200B}'..='\u{200F}'
         | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206F}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
         | '\u{FEFF}'
-        | '\u{FFF9}'..='\u{FFFB}')
+        | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// The longest path an audit record keeps for a request that matched no
+/// route; the rest is replaced by `…`.
+const AUDIT_PATH_MAX: usize = 256;
+
+/// What an audit record shows of a path that matched no route (or was
+/// refused before matching): percent-decoded, so an encoded identifier is
+/// seen for what it is, identifiers redacted, control characters dropped,
+/// and at most [`AUDIT_PATH_MAX`] characters, so a megabyte path costs a
+/// small record.
+pub fn audit_path(raw: &str) -> String {
+    let head: String = raw.chars().take(AUDIT_PATH_MAX * 3).collect();
+    let decoded = percent_decode_str(&head).decode_utf8_lossy();
+    let mut shown: String = redact_identifiers(&decoded)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(AUDIT_PATH_MAX)
+        .collect();
+    if shown.chars().count() == AUDIT_PATH_MAX || head.len() < raw.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// How many digits make a run an identifier worth hiding: citizen IDs have
@@ -223,32 +258,39 @@ fn is_invisible_format(c: char) -> bool {
 const IDENTIFIER_DIGITS: usize = 9;
 
 /// Replaces every run of digits that forms an identifier with
-/// `{redacted}`. A run may be broken by single separators (space, `-`, `.`,
-/// `_`, `/`), as people type IDs: `001 203 012 345`, `00120301-5555`.
+/// `{redacted}`. Digits of any script count (fullwidth `０１２`, Arabic-Indic,
+/// …), and a run may be broken by up to two separators (spaces of any kind,
+/// `-`, `.`, `_`, `/`, `,`), as people type IDs: `001 203 012 345`,
+/// `00120301-5555`, `001203,012345`.
 pub fn redact_identifiers(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
+        if !is_digit(chars[i]) {
             out.push(chars[i]);
             i += 1;
             continue;
         }
-        // Extend over digits and single separators between digits.
+        // Extend over digits and short separator runs between digits.
         let start = i;
         let mut end = i;
         let mut digits = 0;
         let mut j = i;
         while j < chars.len() {
-            if chars[j].is_ascii_digit() {
+            if is_digit(chars[j]) {
                 digits += 1;
                 j += 1;
                 end = j;
-            } else if is_id_separator(chars[j])
-                && chars.get(j + 1).is_some_and(|c| c.is_ascii_digit())
-            {
-                j += 1;
+                continue;
+            }
+            let seps = chars[j..]
+                .iter()
+                .take(3)
+                .take_while(|c| is_id_separator(**c))
+                .count();
+            if (1..=2).contains(&seps) && chars.get(j + seps).is_some_and(|c| is_digit(*c)) {
+                j += seps;
             } else {
                 break;
             }
@@ -263,8 +305,13 @@ pub fn redact_identifiers(text: &str) -> String {
     out
 }
 
+/// A decimal digit of any script (`char::to_digit` knows only ASCII).
+fn is_digit(c: char) -> bool {
+    c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric())
+}
+
 fn is_id_separator(c: char) -> bool {
-    matches!(c, ' ' | '-' | '.' | '_' | '/')
+    c.is_whitespace() || matches!(c, '-' | '.' | '_' | '/' | ',' | '\u{2010}'..='\u{2015}')
 }
 
 #[cfg(test)]
@@ -282,9 +329,33 @@ mod tests {
             ("/v1/citizens/12345678", "/v1/citizens/12345678"),
             ("a123456789", "a{redacted}"),
             ("12345678 9", "{redacted}"),
+            ("001203,012345", "{redacted}"),
+            ("001  203  012  345", "{redacted}"),
+            (
+                "\u{ff10}\u{ff10}\u{ff11}\u{ff12}\u{ff10}\u{ff13}\u{ff10}\u{ff11}\u{ff12}",
+                "{redacted}",
+            ),
+            ("001\u{a0}203\u{a0}012\u{a0}345", "{redacted}"),
+            ("so 12, ngay 3", "so 12, ngay 3"),
         ] {
             assert_eq!(redact_identifiers(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn audit_paths_are_decoded_redacted_and_bounded() {
+        assert_eq!(
+            audit_path("/v1/foo/%30%30%31203012345"),
+            "/v1/foo/{redacted}"
+        );
+        let long = format!("/{}", "a".repeat(1 << 20));
+        let shown = audit_path(&long);
+        assert!(
+            shown.chars().count() <= 257 && shown.ends_with('…'),
+            "{}",
+            shown.len()
+        );
+        assert_eq!(audit_path("/a%0Ab"), "/ab");
     }
 
     #[test]
@@ -300,6 +371,7 @@ mod tests {
         assert!(check_purpose(Some("x".repeat(300).as_bytes())).is_err());
         assert!(check_purpose(Some("kiem tra \u{202e}ecnarusni".as_bytes())).is_err());
         assert!(check_purpose(Some("a\u{200b}b".as_bytes())).is_err());
+        assert!(check_purpose(Some("a\u{e0031}\u{e0032}b".as_bytes())).is_err());
         assert_eq!(
             check_purpose(Some(b"xac minh cccd 001203012345")),
             Ok(Some("xac minh cccd {redacted}".into()))

@@ -451,7 +451,33 @@ where
                 return None;
             }
         };
-        self.app.process_new(Box::new(tls), shutdown).await
+        // Until the first request head arrives, the connection lives only
+        // `handshake_timeout`: an HTTP/2 client that never sends its preface
+        // (pingora waits for it without a deadline) is cut off like an HTTP/1.1
+        // one that never finishes a head. A connection over its agency's cap
+        // lives at most that long whatever it does: its requests within it
+        // get the audited 429, and it cannot hold a slot.
+        let digest = tls.ssl_digest();
+        let conn = || digest.as_ref().and_then(|d| d.extension.get::<Conn>());
+        let work = self.app.process_new(Box::new(tls), shutdown);
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tokio::time::sleep(self.handshake_timeout) => {}
+        }
+        match conn() {
+            Some(c) if c.over_cap => {}
+            Some(c) if c.requests.load(Ordering::Relaxed) == 0 => {
+                self.metrics
+                    .connection_refusals
+                    .with_label_values(&[c.agency(), "header_timeout"])
+                    .inc();
+            }
+            _ => return work.await,
+        }
+        // Dropping the work closes the connection; no request of it was
+        // forwarded (none started, or all were refused).
+        None
     }
 
     async fn cleanup(&self) {

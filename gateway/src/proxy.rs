@@ -114,16 +114,13 @@ impl Gateway {
     async fn judge(&self, session: &mut Session, seen: &mut Seen) -> Result<Admitted, Refusal> {
         let has_body = !session.as_mut().is_body_empty();
         let registry = self.registry.load_full();
-        let req = session.req_header();
-        seen.audit_path = Some(crate::access::redact_identifiers(req.uri.path()));
-        if let Some(conn) = Conn::of(session) {
-            if conn.over_cap {
-                return Err(Refusal::TooManyConnections {
-                    limit: self.limits.max_connections_per_agency,
-                });
-            }
-        }
+        seen.audit_path = Some(crate::access::audit_path(session.req_header().uri.path()));
         let agency = crate::pipeline::identity(session, &self.verifier, &registry, seen)?;
+        if Conn::of(session).is_some_and(|c| c.over_cap) {
+            return Err(Refusal::TooManyConnections {
+                limit: self.limits.max_connections_per_agency,
+            });
+        }
         crate::pipeline::edge(session.req_header(), has_body, &self.limits)?;
         crate::pipeline::admission(
             self.admission.as_deref(),
@@ -196,9 +193,17 @@ impl Gateway {
         if !session.as_mut().is_body_done() {
             session.set_keepalive(None);
         }
+        // A connection with no business here is not kept for more attempts:
+        // each refusal is a durable record, so it must not be free to repeat.
         if matches!(
             refusal,
-            Refusal::TooManyConnections { .. } | Refusal::TunnelRefused(_)
+            Refusal::TooManyConnections { .. }
+                | Refusal::TunnelRefused(_)
+                | Refusal::NoIdentity
+                | Refusal::UnknownAgency
+                | Refusal::AgencySuspended { .. }
+                | Refusal::NotCompliant(_)
+                | Refusal::HeadersTooLarge { .. }
         ) {
             session.set_keepalive(None);
         }
@@ -483,12 +488,16 @@ impl ProxyHttp for Gateway {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 Refusal::UpstreamTimeout
             }
-            ErrorType::HTTPStatus(502) => Refusal::UpstreamBadResponse(
-                e.context
-                    .as_ref()
-                    .map(|c| c.as_str().to_owned())
-                    .unwrap_or_else(|| "unexpected response".into()),
-            ),
+            // Our own 101 refusal. The error's context names the registry's
+            // address, which the agency must not learn: a fixed reason.
+            ErrorType::HTTPStatus(502) => {
+                Refusal::UpstreamBadResponse("101 Switching Protocols".into())
+            }
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Refusal::UpstreamBadResponse("a malformed response".into())
+            }
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error
                 if e.esource() == &ErrorSource::Downstream =>
             {

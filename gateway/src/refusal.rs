@@ -60,6 +60,9 @@ pub enum Refusal {
     },
     /// The registry answered something popgate never relays (101).
     UpstreamBadResponse(String),
+    /// A header popgate cannot pass on in any reading: `Connection` naming
+    /// other headers (hop-by-hop tricks that strip or smuggle headers).
+    BadHeader(String),
 }
 
 impl Refusal {
@@ -85,6 +88,7 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::TooManyConnections { .. } => 429,
             Refusal::UpstreamBadResponse(_) => 502,
+            Refusal::BadHeader(_) => 400,
         }
     }
 
@@ -118,6 +122,7 @@ impl Refusal {
             Refusal::BadParameter(_) => "bad_parameter",
             Refusal::TooManyConnections { .. } => "too_many_connections",
             Refusal::UpstreamBadResponse(_) => "upstream_bad_response",
+            Refusal::BadHeader(_) => "bad_header",
         }
     }
 
@@ -175,6 +180,7 @@ impl Refusal {
             Refusal::UpstreamBadResponse(why) => {
                 format!("the population registry sent a response popgate does not relay: {why}")
             }
+            Refusal::BadHeader(why) => why.clone(),
         }
     }
 

@@ -257,6 +257,10 @@ pub struct Shape {
 
 impl Shape {
     pub fn new(source: &str) -> Result<Shape, String> {
+        // It must be a regular expression on its own, so it cannot close
+        // the anchoring group (`a)|(.*` would match anything once wrapped).
+        regex::Regex::new(source)
+            .map_err(|e| format!("shape {source:?} is not a regular expression: {e}"))?;
         let re = regex::Regex::new(&format!("^(?:{source})$"))
             .map_err(|e| format!("shape {source:?} is not a regular expression: {e}"))?;
         Ok(Shape {
@@ -343,6 +347,15 @@ mod tests {
         assert!(RouteTemplate::parse("/v1/{X}").is_err());
         assert!(RouteTemplate::parse("/v1/{a}/{a}").is_err());
         assert!(RouteTemplate::parse("/v1//x").is_err());
+    }
+
+    #[test]
+    fn shapes_match_whole_values_and_cannot_escape_their_anchors() {
+        let s = Shape::new("[0-9]{12}").unwrap();
+        assert!(s.matches("001203012345"));
+        assert!(!s.matches("001203012345;x") && !s.matches(" 001203012345"));
+        assert!(Shape::new("a)|(.*").is_err());
+        assert!(Shape::new("(").is_err());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
         // promptly but let in-flight requests finish.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(10),
+        // One attempt: a retry would send the same request to the registry
+        // again under a single access record.
+        max_retries: 1,
         ..ServerConf::default()
     };
     let run_dir = std::env::temp_dir().join(format!("popgate-{}", std::process::id()));

@@ -45,7 +45,8 @@ fn default_forward_headers() -> Vec<Spanned<String>> {
 
 /// Headers popgate sets or that describe the connection: never taken from
 /// the client, whatever `forward_headers` says.
-const NEVER_FORWARDED: [&str; 17] = [
+const NEVER_FORWARDED: [&str; 18] = [
+    "expect",
     "host",
     "x-agency-id",
     "x-request-id",

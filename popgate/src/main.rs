@@ -336,11 +336,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let bound = |v: Option<String>, flag: &str| -> Result<Option<String>, Failure> {
                 match v {
                     None => Ok(None),
-                    Some(t)
-                        if (t.len() == 10 && certs::dates::parse_date(&t).is_some())
-                            || certs::dates::parse_rfc3339(&t).is_some() =>
-                    {
+                    Some(t) if t.len() == 10 && certs::dates::parse_date(&t).is_some() => {
                         Ok(Some(t))
+                    }
+                    // Records are UTC with milliseconds: compare in that form.
+                    Some(t) if certs::dates::parse_rfc3339(&t).is_some() => {
+                        Ok(certs::dates::parse_rfc3339(&t).map(certs::dates::rfc3339_millis))
                     }
                     Some(t) => Err(usage(format!(
                         "{flag} {t:?}: expected YYYY-MM-DD or an RFC 3339 UTC time"

@@ -19,12 +19,15 @@ routes:
     route: GET /v1/citizens/{citizen_id}/residence
   - id: citizen.verify
     route: POST /v1/citizens/{citizen_id}/verify
+  - id: citizen.lookup
+    route: GET /v1/lookup
+    query: { citizen_id: { shape: "[0-9]{12}", citizen: true } }
 agencies:
   - id: hanoi
     name: UBND Thành phố Hà Nội
     kind: province
     identity: { uri_san: "spiffe://dancu.gov.vn/agency/hanoi" }
-    allow: [citizen.read, citizen.residence]
+    allow: [citizen.read, citizen.residence, citizen.lookup]
   - id: hanam
     name: UBND tỉnh Hà Nam
     kind: province

@@ -63,7 +63,11 @@ pub fn search(dir: &Path, citizen_ref: &str, filter: &Filter) -> Result<Vec<Hit>
     for n in segment::list(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let seg = segment::segment_path(dir, n);
         let idx = segment::index_path(dir, n);
-        let lines: Vec<Vec<u8>> = if idx.exists() {
+        // Only a sealed segment's index is trusted (verify checks it against
+        // the sealed records); an index beside the open segment is stale or
+        // planted, so the open segment is always scanned.
+        let sealed = segment::seal_path(dir, n).exists();
+        let lines: Vec<Vec<u8>> = if sealed && idx.exists() {
             indexed_lines(&seg, &idx, citizen_ref)?
         } else {
             scanned_lines(&seg, citizen_ref)?

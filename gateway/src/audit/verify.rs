@@ -108,7 +108,16 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
         let records = read_segment(&path, &mut chain, is_open)?;
         summary.checkpoints += check_checkpoints(dir, n, &records, key, is_open, &mut summary)?;
         if is_open {
-            // The open (last, unsealed) segment is vouched for by checkpoints only.
+            // The open (last, unsealed) segment is vouched for by checkpoints
+            // only, and has no index: one beside it is stale or planted.
+            let idx = segment::index_path(dir, n);
+            if idx.exists() {
+                return Err(Finding {
+                    file: idx,
+                    line: 0,
+                    what: "an index beside the open (unsealed) segment: indexes are written only at sealing; remove it (search ignores it)".into(),
+                });
+            }
         } else if segment::seal_path(dir, n).exists() {
             check_seal(dir, n, &records, key)?;
             check_index(dir, n, &records)?;

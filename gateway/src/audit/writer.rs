@@ -246,6 +246,9 @@ struct Writer {
     checkpoints: File,
     /// Sequence number the newest checkpoint vouches for.
     checkpointed_seq: u64,
+    /// The current segment is sealed but the next could not be opened yet:
+    /// nothing may be appended until it is.
+    sealed: bool,
     /// When it was made; `None` makes the next housekeeping checkpoint.
     checkpointed_at: Option<Instant>,
     len: u64,
@@ -354,7 +357,17 @@ impl Writer {
         let path = segment::segment_path(&dir, segment);
         let file =
             segment::open_append(&path).map_err(|e| io("cannot open for append", &path, e))?;
+        // An index is written only when sealing; one beside the open segment
+        // is left from a rotation a crash interrupted. It is derived data:
+        // remove it (sealing writes it anew), so neither search nor verify
+        // ever reads a stale one.
+        let stale_idx = segment::index_path(&dir, segment);
+        if stale_idx.exists() {
+            std::fs::remove_file(&stale_idx).map_err(|e| io("cannot remove", &stale_idx, e))?;
+            tracing::warn!(file = %stale_idx.display(), "removed an index left beside the open audit segment by an interrupted rotation");
+        }
         let ckpt_path = segment::checkpoint_path(&dir, segment);
+        repair_torn_checkpoint(&ckpt_path).map_err(|e| io("cannot repair", &ckpt_path, e))?;
         let checkpoints = segment::open_append(&ckpt_path)
             .map_err(|e| io("cannot open for append", &ckpt_path, e))?;
         File::open(&dir)
@@ -374,6 +387,7 @@ impl Writer {
             // checkpoints it.
             checkpointed_seq: seq - records,
             checkpointed_at: None,
+            sealed: false,
             len,
             first_seq: seq + 1 - records,
             seq,
@@ -461,6 +475,10 @@ impl Writer {
         batch: &[Job],
         fsync: &prometheus::Histogram,
     ) -> Result<u64, AuditError> {
+        if self.sealed {
+            // A rotation is half done: finish it before anything is appended.
+            self.open_next()?;
+        }
         let (seq0, prev0, len0, index0, records0) = (
             self.seq,
             self.prev.clone(),
@@ -569,8 +587,9 @@ impl Writer {
                 Err(e) => tracing::error!(error = %e, "audit checkpoint failed; will retry"),
             }
         }
-        let due = self.records > 0
-            && (self.len >= self.max_bytes || self.opened.elapsed() >= self.max_age);
+        let due = self.sealed
+            || (self.records > 0
+                && (self.len >= self.max_bytes || self.opened.elapsed() >= self.max_age));
         if due {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "audit segment rotation failed; will retry");
@@ -617,7 +636,20 @@ impl Writer {
     }
 
     /// Seals the current segment, writes its index, and starts the next.
+    ///
+    /// In two steps that can each fail and be retried: sealing the current
+    /// segment, then opening the next. Between them nothing is appended
+    /// (appends fail, and are refused with 503, until the next segment is
+    /// open), so a sealed segment never grows and the chain never forks.
     fn rotate(&mut self) -> Result<(), AuditError> {
+        if !self.sealed {
+            self.seal_current()?;
+            self.sealed = true;
+        }
+        self.open_next()
+    }
+
+    fn seal_current(&mut self) -> Result<(), AuditError> {
         let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
         self.file.sync_all().map_err(|e| io(&self.dir, e))?;
         let text = segment::render_index(self.index.clone());
@@ -635,6 +667,17 @@ impl Writer {
         let json = serde_json::to_vec_pretty(&seal)
             .map_err(|e| AuditError::Write(format!("cannot encode seal: {e}")))?;
         segment::write_durably(&seal_path, &json).map_err(|e| io(&seal_path, e))?;
+        tracing::info!(
+            segment = self.segment,
+            records = self.records,
+            "audit segment sealed"
+        );
+        Ok(())
+    }
+
+    /// Opens the segment after a sealed one and moves the writer onto it.
+    fn open_next(&mut self) -> Result<(), AuditError> {
+        let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
         let next = segment::segment_path(&self.dir, self.segment + 1);
         let file = segment::open_append(&next).map_err(|e| io(&next, e))?;
         let next_ckpt = segment::checkpoint_path(&self.dir, self.segment + 1);
@@ -642,11 +685,7 @@ impl Writer {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(&self.dir, e))?;
-        tracing::info!(
-            segment = self.segment,
-            records = self.records,
-            "audit segment sealed"
-        );
+        self.sealed = false;
         self.index.clear();
         self.segment += 1;
         self.file = file;
@@ -659,6 +698,31 @@ impl Writer {
         self.opened = Instant::now();
         Ok(())
     }
+}
+
+/// A crash while appending a checkpoint can leave a partial last line;
+/// checkpoints appended after it would be glued to it. The partial line
+/// vouched for nothing, so it is saved aside (`.ckpt.torn-<time>`) and cut.
+fn repair_torn_checkpoint(path: &Path) -> std::io::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole == bytes.len() {
+        return Ok(());
+    }
+    let torn = path.with_extension(format!(
+        "ckpt.torn-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    segment::write_durably(&torn, &bytes[whole..])?;
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(whole as u64)?;
+    f.sync_all()?;
+    tracing::warn!(file = %path.display(), saved = %torn.display(), "audit checkpoint file had a torn last line (crash); cut");
+    Ok(())
 }
 
 /// Makes every audit file owner-only, including those written by versions

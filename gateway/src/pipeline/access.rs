@@ -19,10 +19,10 @@ pub fn access(
 ) -> Result<Judged, Refusal> {
     let method = req.method.as_str();
     let path = normalise_path(req.uri.path()).map_err(|e| Refusal::BadPath(e.to_string()))?;
-    seen.audit_path = Some(crate::access::redact_identifiers(path.as_str()));
+    seen.audit_path = Some(crate::access::audit_path(path.as_str()));
     let not_allowed = || Refusal::RouteNotAllowed {
         method: method.to_owned(),
-        path: crate::access::redact_identifiers(path.as_str()),
+        path: crate::access::audit_path(path.as_str()),
     };
     let matched = find_route(&registry.routes, method, &path).ok_or_else(not_allowed)?;
     let route = &registry.routes[matched.route_index];
@@ -40,6 +40,9 @@ pub fn access(
     }
     let query = check_query(route, req.uri.query(), citizen_ref).map_err(Refusal::BadParameter)?;
     seen.query = query.audit;
+    if seen.citizen_id.is_none() {
+        seen.citizen_id = query.citizen;
+    }
     if agency.purpose_required && seen.purpose.is_none() {
         return Err(Refusal::PurposeRequired);
     }

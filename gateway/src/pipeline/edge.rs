@@ -22,6 +22,21 @@ pub fn edge(req: &RequestHeader, has_body: bool, limits: &Limits) -> Result<(), 
     {
         return Err(Refusal::TunnelRefused("Upgrade"));
     }
+    // `Connection` may only say keep-alive or close: any other token names
+    // a header to drop on the way, a way to strip what a hop relies on.
+    for v in req.headers.get_all(http::header::CONNECTION) {
+        let bad = v.as_bytes().split(|b| *b == b',').any(|t| {
+            let t = t.trim_ascii();
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"keep-alive")
+                && !t.eq_ignore_ascii_case(b"close")
+        });
+        if bad {
+            return Err(Refusal::BadHeader(
+                "Connection may only be keep-alive or close".into(),
+            ));
+        }
+    }
     let header_bytes: u64 = req
         .headers
         .iter()

@@ -29,7 +29,7 @@ fn good_config_passes_and_mistakes_are_located() {
     } = pki.config("127.0.0.1:9").read_timeout_ms(1000).write();
     let (code, out, err) = check(&config);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok (4 agencies, 3 routes"), "{out}");
+    assert!(out.contains("ok (4 agencies, 4 routes"), "{out}");
 
     // Malformed gateway config: a misspelt field on line 3.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -52,7 +52,7 @@ fn good_config_passes_and_mistakes_are_located() {
     .unwrap();
     let (code, _, err) = check(&config);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("agencies.yaml:20:"), "{err}");
+    assert!(err.contains("agencies.yaml:23:"), "{err}");
     assert!(err.contains("citizen.reed"), "{err}");
 
     // Registry YAML syntax error.

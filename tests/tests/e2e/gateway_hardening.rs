@@ -234,6 +234,11 @@ async fn no_request_or_response_opens_a_tunnel() {
     let r = parse(&buf[..n]).unwrap();
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&buf[..n]));
     assert_eq!(r.error_code(), "upstream_bad_response");
+    assert!(
+        !r.body.contains(&switching.addr.to_string()),
+        "the refusal names the registry's address: {}",
+        r.body
+    );
     let _ = s
         .write_all(&request("GET", "/v1/citizens/064185000001", &[], ""))
         .await;
@@ -789,15 +794,32 @@ async fn parameters_and_queries_have_declared_shapes() {
         upstream.requests()[0].target,
         format!("/v1/citizens/{ID}?fields=name")
     );
+    // A citizen named in a query parameter is recorded only as its HMAC, and
+    // found by search like one named in the path.
+    let r = hanoi
+        .get(port, &format!("/v1/lookup?citizen_id={ID}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
     drop(gw);
     let rec = audit_records(&audit)
         .into_iter()
         .find(|r| r["decision"] == "allow")
         .unwrap();
     assert_eq!(rec["query"]["fields"], "name");
-    // The citizen's history: the allowed access and the four refused
-    // queries (the malformed spellings name no citizen at all).
-    assert_eq!(pki.audit_search(&audit, ID, &[]).len(), 5);
+    let lookup = audit_records(&audit)
+        .into_iter()
+        .find(|r| r["route"] == "citizen.lookup" && r["decision"] == "allow")
+        .unwrap();
+    assert!(lookup["query"]["citizen_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("hmac:"));
+    assert!(!lookup.to_string().contains(ID));
+    // The citizen's history: the allowed access, the four refused queries
+    // (the malformed spellings name no citizen at all), and the lookup by
+    // query parameter.
+    assert_eq!(pki.audit_search(&audit, ID, &[]).len(), 6);
 }
 
 /// Finding 9: what lands in the log is readable and holds no identifier in
@@ -1131,4 +1153,92 @@ async fn expect_continue_is_answered_before_the_body_is_read() {
         String::from_utf8_lossy(&got)
     );
     assert_eq!(String::from_utf8_lossy(&upstream.requests()[0].body), json);
+}
+
+/// From the review of the hardening: an HTTP/2 connection that never sends
+/// its preface, and one opened over the agency's cap, are closed within the
+/// header deadline; `Connection` cannot nominate headers away; the 101
+/// refusal does not reveal where the registry is.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_and_over_cap_http2_connections_are_closed() {
+    let pki = TestPki::new();
+    let upstream = RecordingUpstream::start().await;
+    let (config, port, admin, _audit) = gateway_config(
+        &pki,
+        &upstream.addr.to_string(),
+        "limits:\n  header_timeout_ms: 1000\n  max_connections_per_agency: 1\n",
+    );
+    let _gw = GatewayProcess::start(&config, port);
+    let hanoi_cert = pki.agency("hanoi");
+    let h2 = e2e::client::Client::with_alpn(
+        &pki.pki.ca_cert_path(),
+        Some((&hanoi_cert.cert_path, &hanoi_cert.key_path)),
+        vec![b"h2".to_vec()],
+    );
+    // Negotiates h2, then sends nothing at all.
+    let mut silent = h2.connect(port).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(6), silent.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => continue, // the server's SETTINGS, if any
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "a silent h2 connection was kept");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    assert!(
+        eventually(5, || metric(
+            &metrics(admin),
+            r#"popgate_connections_open{agency="hanoi"}"#
+        )
+        .unwrap_or(0.0)
+            == 0.0)
+        .await
+    );
+
+    // One connection allowed: a second h2 connection gets 429 and is closed.
+    let (mut first, _c1) = pki.h2(&hanoi_cert, port).await;
+    let req = || {
+        http::Request::builder()
+            .uri(format!("https://localhost/v1/citizens/{ID}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(first.send_request(req()).await.unwrap().status(), 200);
+    let (mut second, conn2) = pki.h2(&hanoi_cert, port).await;
+    let r = second.send_request(req()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), conn2).await;
+    assert!(ended.is_ok(), "an over-cap h2 connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(first.send_request(req()).await.unwrap().status(), 200);
+
+    // `Connection` naming a header is refused before anything is forwarded.
+    let before = upstream.requests().len();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hanoi = pki.client(&hanoi_cert);
+    let r = hanoi
+        .get(
+            port,
+            &format!("/v1/citizens/{ID}"),
+            &[("Connection", "close, X-Forwarded-For")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "bad_header"),
+        "{}",
+        r.body
+    );
+    assert_eq!(upstream.requests().len(), before);
 }
