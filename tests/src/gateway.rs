@@ -27,7 +27,7 @@ agencies:
     name: UBND Thành phố Hà Nội
     kind: province
     identity: { uri_san: "spiffe://dancu.gov.vn/agency/hanoi" }
-    allow: [citizen.read, citizen.residence, citizen.lookup]
+    allow: [citizen.read, citizen.residence]
   - id: hanam
     name: UBND tỉnh Hà Nam
     kind: province
@@ -38,7 +38,7 @@ agencies:
     kind: ministry
     identity: { uri_san: "spiffe://dancu.gov.vn/agency/vss" }
     purpose_required: true
-    allow: [citizen.read, citizen.verify]
+    allow: [citizen.read, citizen.verify, citizen.lookup]
   - id: saomai-telecom
     name: Công ty Viễn thông Sao Mai
     kind: telco

@@ -183,31 +183,85 @@ pub struct Checkpoint {
     pub hash: String,
     /// UTC, as records spell it.
     pub time: String,
+    #[serde(default, skip_serializing_if = "CheckpointKind::is_head")]
+    pub kind: CheckpointKind,
     pub key_id: String,
     pub signature: String,
 }
 
+/// What a checkpoint marks besides the chain head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// The chain head while popgate runs.
+    #[default]
+    Head,
+    /// popgate closed the log cleanly (shutdown): nothing may follow `seq`
+    /// until an `opened` mark, so records appended while popgate is down
+    /// are caught.
+    Closed,
+    /// popgate opened the log again at `seq`, before writing anything.
+    Opened,
+}
+
+impl CheckpointKind {
+    fn is_head(&self) -> bool {
+        *self == CheckpointKind::Head
+    }
+    fn domain(self) -> &'static str {
+        match self {
+            CheckpointKind::Head => "popgate-audit-checkpoint/v1",
+            CheckpointKind::Closed => "popgate-audit-closed/v1",
+            CheckpointKind::Opened => "popgate-audit-opened/v1",
+        }
+    }
+}
+
 impl Checkpoint {
-    fn message(segment: u64, seq: u64, hash: &str, time: &str) -> String {
-        format!("popgate-audit-checkpoint/v1\n{segment}\n{seq}\n{hash}\n{time}\n")
+    fn message(kind: CheckpointKind, segment: u64, seq: u64, hash: &str, time: &str) -> String {
+        format!("{}\n{segment}\n{seq}\n{hash}\n{time}\n", kind.domain())
     }
 
-    pub fn sign(key: &SigningKey, segment: u64, seq: u64, hash: &str, time: &str) -> Checkpoint {
-        let (key_id, signature) = sign_message(key, &Self::message(segment, seq, hash, time));
+    pub fn sign(
+        key: &SigningKey,
+        kind: CheckpointKind,
+        segment: u64,
+        seq: u64,
+        hash: &str,
+        time: &str,
+    ) -> Checkpoint {
+        let (key_id, signature) = sign_message(key, &Self::message(kind, segment, seq, hash, time));
         Checkpoint {
             segment,
             seq,
             hash: hash.to_owned(),
             time: time.to_owned(),
+            kind,
             key_id,
             signature,
         }
     }
 
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
-        let msg = Self::message(self.segment, self.seq, &self.hash, &self.time);
+        let msg = Self::message(self.kind, self.segment, self.seq, &self.hash, &self.time);
         verify_message(key, &self.key_id, &self.signature, &msg, "checkpoint")
     }
+}
+
+/// The whole checkpoint lines of a checkpoint file (a torn last line is
+/// not one), parsed; a line that is not a checkpoint is an error.
+pub fn read_checkpoints(path: &Path) -> std::io::Result<Vec<Result<Checkpoint, String>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    Ok(bytes[..whole]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).map_err(|e| format!("not a checkpoint: {e}")))
+        .collect())
 }
 
 /// Writes a file atomically and durably, owner-only.

@@ -590,3 +590,59 @@ fn audit_files_are_owner_only() {
     let mode = std::fs::metadata(f.seg(1)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// Appends one record to segment `n` chained from `prev`, as someone with
+/// write access but no key would, at `seq`.
+fn forge_append(f: &Fixture, n: u64, seq: u64, prev: &str) {
+    let s = Stored {
+        seq,
+        event: record::Event::Access(sample("forged", Some("cafe"))),
+        prev: prev.to_owned(),
+    };
+    let (line, _) = record::encode(&s).unwrap();
+    let mut text = std::fs::read(f.seg(n)).unwrap_or_default();
+    text.extend_from_slice(&line);
+    std::fs::write(f.seg(n), text).unwrap();
+}
+
+#[test]
+fn records_added_while_popgate_is_down_after_a_clean_close_are_caught() {
+    let f = fixture(1 << 20);
+    write(&f, 5, |_| None);
+    let log = AuditLog::open(&f.cfg).unwrap();
+    log.seal_now(Duration::from_secs(5)).unwrap();
+    log.close();
+    assert!(f.verify().is_ok());
+    // Segment 1 sealed; segment 2 open, empty, marked closed at seq 5.
+    let seal: Seal =
+        serde_json::from_slice(&std::fs::read(segment::seal_path(&f.cfg.dir, 1)).unwrap()).unwrap();
+    forge_append(&f, 2, 6, &seal.last_hash);
+    let e = f.verify().unwrap_err();
+    assert_eq!((e.file.clone(), e.line), (f.seg(2), 1), "{e}");
+    assert!(
+        e.what.contains("after popgate closed the log cleanly"),
+        "{e}"
+    );
+    // popgate refuses to adopt (and checkpoint) them.
+    let refused = AuditLog::open(&f.cfg)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("after popgate closed the log"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_clean_close_then_a_restart_verifies() {
+    let f = fixture(1 << 20);
+    for _ in 0..3 {
+        write(&f, 4, |_| None);
+        let log = AuditLog::open(&f.cfg).unwrap();
+        log.seal_now(Duration::from_secs(5)).unwrap();
+        log.close();
+    }
+    let s = f.verify().unwrap();
+    assert_eq!(s.records, 12);
+}

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::VerifyingKey;
 
 use super::record::{self, GENESIS};
-use super::segment::{self, Checkpoint, Seal};
+use super::segment::{self, Checkpoint, CheckpointKind, Seal};
 use super::MAX_UNCHECKPOINTED_SPAN;
 
 /// The first problem found, as `file:line: what`.
@@ -308,6 +308,8 @@ fn check_checkpoints(
     let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     let mut newest: u64 = records.first_seq - 1;
     let mut count = 0;
+    // The newest `closed` mark not followed by an `opened` one.
+    let mut closed: Option<Checkpoint> = None;
     for (i, line) in bytes[..whole_len]
         .split(|b| *b == b'\n')
         .enumerate()
@@ -356,8 +358,32 @@ fn check_checkpoints(
                 ));
             }
         }
+        match cp.kind {
+            CheckpointKind::Closed => closed = Some(cp.clone()),
+            CheckpointKind::Opened => match closed.take() {
+                Some(c) if c.seq != cp.seq => {
+                    return Err(at(format!(
+                        "popgate reopened the log at seq {} but had closed it at seq {}",
+                        cp.seq, c.seq
+                    )))
+                }
+                _ => {}
+            },
+            CheckpointKind::Head => {}
+        }
         newest = newest.max(cp.seq);
         count += 1;
+    }
+    if let Some(c) = &closed {
+        if records.last_seq() > c.seq {
+            return Err(records.at(
+                c.seq + 2 - records.first_seq,
+                format!(
+                    "records after seq {} were added after popgate closed the log cleanly at {}: written by something other than popgate",
+                    c.seq, c.time
+                ),
+            ));
+        }
     }
     if is_open && !records.hashes.is_empty() && newest < records.last_seq() {
         let first_unvouched = (newest + 1 - records.first_seq) as usize;

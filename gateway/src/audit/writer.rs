@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 
 use super::record::{self, Access, Event, Outcome, Stored, GENESIS};
-use super::segment::{self, Checkpoint, Seal};
+use super::segment::{self, Checkpoint, CheckpointKind, Seal};
 use super::{AuditConfig, AuditError, Durability};
 
 struct Job {
@@ -249,6 +249,12 @@ struct Writer {
     /// The current segment is sealed but the next could not be opened yet:
     /// nothing may be appended until it is.
     sealed: bool,
+    /// The log was closed for shutdown (a `closed` mark written): nothing
+    /// more may be appended by this process.
+    closed: bool,
+    /// The log was found closed cleanly at start: an `opened` mark is due
+    /// before anything is appended.
+    reopen: bool,
     /// When it was made; `None` makes the next housekeeping checkpoint.
     checkpointed_at: Option<Instant>,
     len: u64,
@@ -368,6 +374,39 @@ impl Writer {
         }
         let ckpt_path = segment::checkpoint_path(&dir, segment);
         repair_torn_checkpoint(&ckpt_path).map_err(|e| io("cannot repair", &ckpt_path, e))?;
+        // Was the log closed cleanly, and has anything been added since?
+        let mut closed_at: Option<Checkpoint> = None;
+        let mut vouched = seq - records;
+        for cp in segment::read_checkpoints(&ckpt_path)
+            .map_err(|e| io("cannot read", &ckpt_path, e))?
+            .into_iter()
+            .flatten()
+        {
+            vouched = vouched.max(cp.seq);
+            match cp.kind {
+                CheckpointKind::Closed => closed_at = Some(cp),
+                CheckpointKind::Opened => closed_at = None,
+                CheckpointKind::Head => {}
+            }
+        }
+        if let Some(cp) = &closed_at {
+            if seq > cp.seq {
+                return Err(AuditError::Corrupt(format!(
+                    "{}: records after seq {} were added after popgate closed the log at {}; refusing to extend it (run `popgate audit verify`)",
+                    segment::segment_path(&dir, segment).display(),
+                    cp.seq,
+                    cp.time
+                )));
+            }
+        }
+        let reopen = closed_at.is_some();
+        if seq > vouched {
+            tracing::warn!(
+                records = seq - vouched,
+                first_seq = vouched + 1,
+                "audit records after the newest checkpoint adopted at start (written in the last instant before a crash, or added while popgate was down)"
+            );
+        }
         let checkpoints = segment::open_append(&ckpt_path)
             .map_err(|e| io("cannot open for append", &ckpt_path, e))?;
         File::open(&dir)
@@ -388,6 +427,8 @@ impl Writer {
             checkpointed_seq: seq - records,
             checkpointed_at: None,
             sealed: false,
+            closed: false,
+            reopen,
             len,
             first_seq: seq + 1 - records,
             seq,
@@ -407,6 +448,17 @@ impl Writer {
             Durability::Relaxed { flush_interval } => flush_interval,
         }
         .min(self.checkpoint_interval);
+        if self.reopen {
+            match self.mark(CheckpointKind::Opened) {
+                Ok(()) => self.reopen = false,
+                Err(e) => {
+                    // Nothing may be appended after a `closed` mark without
+                    // an `opened` one: stay unwritable until it is written.
+                    inner.writable.store(false, Ordering::Release);
+                    tracing::error!(error = %e, "cannot reopen the audit log");
+                }
+            }
+        }
         self.housekeeping(inner);
         loop {
             let first = match rx.recv_timeout(tick) {
@@ -475,6 +527,11 @@ impl Writer {
         batch: &[Job],
         fsync: &prometheus::Histogram,
     ) -> Result<u64, AuditError> {
+        if self.closed {
+            return Err(AuditError::Write(
+                "the audit log was closed for shutdown".into(),
+            ));
+        }
         if self.sealed {
             // A rotation is half done: finish it before anything is appended.
             self.open_next()?;
@@ -547,7 +604,11 @@ impl Writer {
                 Ok(())
             } else {
                 self.rotate()
-            };
+            }
+            // Mark the clean close: records appended while popgate is down
+            // would follow it, and are caught (verify, and the next start).
+            .and_then(|()| self.mark(CheckpointKind::Closed))
+            .map(|()| self.closed = true);
             if let Err(e) = &result {
                 tracing::error!(error = %e, "sealing the open audit segment failed");
             }
@@ -602,9 +663,15 @@ impl Writer {
     /// caller checks `dirty`), so a crash can never leave a checkpoint
     /// pointing past the end of the log.
     fn checkpoint(&mut self) -> Result<(), AuditError> {
+        self.mark(CheckpointKind::Head)
+    }
+
+    /// Appends a signed checkpoint of `kind` at the chain head, durably.
+    fn mark(&mut self, kind: CheckpointKind) -> Result<(), AuditError> {
         let path = segment::checkpoint_path(&self.dir, self.segment);
         let cp = Checkpoint::sign(
             &self.seal_key,
+            kind,
             self.segment,
             self.seq,
             &self.prev,

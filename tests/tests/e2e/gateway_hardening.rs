@@ -796,8 +796,13 @@ async fn parameters_and_queries_have_declared_shapes() {
     );
     // A citizen named in a query parameter is recorded only as its HMAC, and
     // found by search like one named in the path.
-    let r = hanoi
-        .get(port, &format!("/v1/lookup?citizen_id={ID}"), &[])
+    let vss = pki.client(&pki.agency("vss"));
+    let r = vss
+        .get(
+            port,
+            &format!("/v1/lookup?citizen_id={ID}"),
+            &[("X-Purpose", "bhyt")],
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);

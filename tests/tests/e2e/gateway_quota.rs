@@ -14,6 +14,11 @@ fn with_hanoi(pki: &TestPki, extra: &str) {
         "    allow: [citizen.read, citizen.residence]\n",
         &format!("    allow: [citizen.read, citizen.residence]\n{extra}"),
     );
+    assert_ne!(
+        text,
+        e2e::gateway::REGISTRY,
+        "hanoi's grant line moved: the quota was not added"
+    );
     std::fs::write(path, text).unwrap();
 }
 
