@@ -181,102 +181,8 @@ impl Registry {
                     format!("routes: duplicate route id {:?}", r.id.value),
                 ));
             }
-            let (method, template) = r.route.value.split_once(' ').ok_or_else(|| {
-                ConfigError::at(
-                    path,
-                    &r.route.referenced,
-                    format!(
-                        "route {:?}: expected \"METHOD /path/{{param}}\"",
-                        r.route.value
-                    ),
-                )
-            })?;
-            let method = Method::parse(method).ok_or_else(|| {
-                ConfigError::at(
-                    path,
-                    &r.route.referenced,
-                    format!("route {:?}: unknown method {method:?}", r.route.value),
-                )
-            })?;
-            let template = RouteTemplate::parse(template.trim()).map_err(|why| {
-                ConfigError::at(
-                    path,
-                    &r.route.referenced,
-                    format!("route {:?}: {why}", r.route.value),
-                )
-            })?;
-            let at = |loc: &serde_saphyr::Location, why: String| {
-                ConfigError::at(path, loc, format!("route {:?}: {why}", r.id.value))
-            };
-            let mut params = Vec::new();
-            for name in template.param_names() {
-                let shape = match r.params.get(name) {
-                    Some(s) => Shape::new(&s.value).map_err(|why| at(&s.referenced, why))?,
-                    None if name == "citizen_id" => {
-                        Shape::new(CITIZEN_ID_SHAPE).map_err(|why| at(&r.route.referenced, why))?
-                    }
-                    None => {
-                        return Err(at(
-                            &r.route.referenced,
-                            format!("parameter {{{name}}} needs a shape under params:"),
-                        ))
-                    }
-                };
-                params.push((name.to_owned(), shape));
-            }
-            if let Some((name, s)) = r
-                .params
-                .iter()
-                .find(|(n, _)| !template.param_names().any(|p| p == n.as_str()))
-            {
-                return Err(at(
-                    &s.referenced,
-                    format!("params names {name:?}, which the route template does not have"),
-                ));
-            }
-            let mut query = Vec::new();
-            for (name, q) in &r.query {
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-                {
-                    return Err(at(
-                        &q.referenced,
-                        format!("query parameter name {name:?} must be letters, digits, '_', '-' or '.'"),
-                    ));
-                }
-                let (shape, citizen) = match &q.value {
-                    RawQueryParam::Shape(s) => (s.as_str(), name == "citizen_id"),
-                    RawQueryParam::Full { shape, citizen } => (shape.as_str(), *citizen),
-                };
-                let shape = Shape::new(shape).map_err(|why| at(&q.referenced, why))?;
-                query.push((name.clone(), QueryParam { shape, citizen }));
-            }
-            query.sort_by(|a, b| a.0.cmp(&b.0));
-            let max_body_bytes = match &r.max_body_bytes {
-                Some(m) if m.value > crate::routes::BODY_LIMIT_CEILING => {
-                    return Err(at(
-                        &m.referenced,
-                        format!(
-                        "max_body_bytes {} exceeds {} (bodies are read whole before forwarding)",
-                        m.value,
-                        crate::routes::BODY_LIMIT_CEILING
-                    ),
-                    ))
-                }
-                Some(m) => Some(m.value),
-                None => None,
-            };
             route_index.insert(r.id.value.clone(), routes.len());
-            routes.push(Route {
-                id: r.id.value,
-                method,
-                template,
-                params,
-                query,
-                max_body_bytes,
-            });
+            routes.push(parse_route(path, r)?);
         }
 
         let mut agencies = Vec::new();
@@ -484,6 +390,106 @@ fn check_id(path: &Path, id: &Spanned<String>) -> Result<(), ConfigError> {
             ),
         ))
     }
+}
+
+/// One declared route: "METHOD /template", parameter shapes, accepted
+/// query parameters and body limit, each mistake located.
+fn parse_route(path: &Path, r: RawRoute) -> Result<Route, ConfigError> {
+    let (method, template) = r.route.value.split_once(' ').ok_or_else(|| {
+        ConfigError::at(
+            path,
+            &r.route.referenced,
+            format!(
+                "route {:?}: expected \"METHOD /path/{{param}}\"",
+                r.route.value
+            ),
+        )
+    })?;
+    let method = Method::parse(method).ok_or_else(|| {
+        ConfigError::at(
+            path,
+            &r.route.referenced,
+            format!("route {:?}: unknown method {method:?}", r.route.value),
+        )
+    })?;
+    let template = RouteTemplate::parse(template.trim()).map_err(|why| {
+        ConfigError::at(
+            path,
+            &r.route.referenced,
+            format!("route {:?}: {why}", r.route.value),
+        )
+    })?;
+    let at = |loc: &serde_saphyr::Location, why: String| {
+        ConfigError::at(path, loc, format!("route {:?}: {why}", r.id.value))
+    };
+    let mut params = Vec::new();
+    for name in template.param_names() {
+        let shape = match r.params.get(name) {
+            Some(s) => Shape::new(&s.value).map_err(|why| at(&s.referenced, why))?,
+            None if name == "citizen_id" => {
+                Shape::new(CITIZEN_ID_SHAPE).map_err(|why| at(&r.route.referenced, why))?
+            }
+            None => {
+                return Err(at(
+                    &r.route.referenced,
+                    format!("parameter {{{name}}} needs a shape under params:"),
+                ))
+            }
+        };
+        params.push((name.to_owned(), shape));
+    }
+    if let Some((name, s)) = r
+        .params
+        .iter()
+        .find(|(n, _)| !template.param_names().any(|p| p == n.as_str()))
+    {
+        return Err(at(
+            &s.referenced,
+            format!("params names {name:?}, which the route template does not have"),
+        ));
+    }
+    let mut query = Vec::new();
+    for (name, q) in &r.query {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            return Err(at(
+                &q.referenced,
+                format!("query parameter name {name:?} must be letters, digits, '_', '-' or '.'"),
+            ));
+        }
+        let (shape, citizen) = match &q.value {
+            RawQueryParam::Shape(s) => (s.as_str(), name == "citizen_id"),
+            RawQueryParam::Full { shape, citizen } => (shape.as_str(), *citizen),
+        };
+        let shape = Shape::new(shape).map_err(|why| at(&q.referenced, why))?;
+        query.push((name.clone(), QueryParam { shape, citizen }));
+    }
+    query.sort_by(|a, b| a.0.cmp(&b.0));
+    let max_body_bytes = match &r.max_body_bytes {
+        Some(m) if m.value > crate::routes::BODY_LIMIT_CEILING => {
+            return Err(at(
+                &m.referenced,
+                format!(
+                    "max_body_bytes {} exceeds {} (bodies are read whole before forwarding)",
+                    m.value,
+                    crate::routes::BODY_LIMIT_CEILING
+                ),
+            ))
+        }
+        Some(m) => Some(m.value),
+        None => None,
+    };
+    Ok(Route {
+        id: r.id.value,
+        method,
+        template,
+        params,
+        query,
+        max_body_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit;
+mod pki;
+
 use certs::pki::DevPki;
 use gateway::config::GatewayConfig;
 use gateway::registry::Registry;
@@ -213,112 +216,25 @@ fn subjects(agencies: &std::path::Path) -> Result<Registry, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => gateway::serve::run(&config)?,
-        Command::CheckConfig { config } => {
-            let c = GatewayConfig::load(&config)?;
-            let (registry, _) = c.check()?;
-            println!(
-                "{}: ok ({} agencies, {} routes; listen {}; upstream {})",
-                config.display(),
-                registry.agencies.len(),
-                registry.routes.len(),
-                c.listen,
-                c.upstream.url
-            );
-        }
+        Command::CheckConfig { config } => check_config(&config)?,
         Command::Pki(PkiCommand::Init {
             dir,
             agencies,
             days,
-        }) => {
-            let registry = subjects(&agencies)?;
-            let pki = DevPki::create(&dir)?;
-            certs::signing::ensure_service_keys(&dir).map_err(|e| Failure {
-                code: 1,
-                message: e.to_string(),
-            })?;
-            // Issue everything before printing anything, so a closed stdout
-            // can never leave a half-made PKI behind.
-            let mut issued = Vec::new();
-            for a in &registry.agencies {
-                issued.push((a.id.clone(), pki.issue_agency(&a.pki_subject(), days)?));
-            }
-            println!("CA:     {}", pki.ca_cert_path().display());
-            println!(
-                "audit:  {} (seal), {} (citizen HMAC)",
-                dir.join("audit-seal.key").display(),
-                dir.join("audit-hmac.key").display()
-            );
-            println!(
-                "verdicts: {} (popscan signs), {} (popgate admission trusts)",
-                dir.join("verdict-signing.key").display(),
-                dir.join("verdict-signing.pub").display()
-            );
-            println!("server: {}", pki.server_cert_path().display());
-            println!("CRL:    {}", pki.crl_path().display());
-            for (id, cert) in issued {
-                println!(
-                    "agency {:<16} {} (serial {})",
-                    id,
-                    cert.cert_path.display(),
-                    cert.serial_hex
-                );
-            }
-        }
+        }) => pki::init(&dir, &agencies, days)?,
         Command::Pki(PkiCommand::Issue {
             dir,
             agency,
             agencies,
             days,
-        }) => {
-            let registry = subjects(&agencies)?;
-            let a = registry.agency(&agency).ok_or_else(|| Failure {
-                code: 2,
-                message: format!("{}: no agency with id {agency:?}", agencies.display()),
-            })?;
-            let pki = DevPki::open(&dir)?;
-            let issued = pki.issue_agency(&a.pki_subject(), days)?;
-            println!(
-                "{} (serial {}, valid until {})",
-                issued.cert_path.display(),
-                issued.serial_hex,
-                issued.not_after
-            );
+        }) => pki::issue(&dir, &agency, &agencies, days)?,
+        Command::Pki(PkiCommand::Revoke { dir, cert }) => pki::revoke(&dir, &cert)?,
+        Command::Pki(PkiCommand::ServeCrl { dir, listen }) => {
+            let crl = DevPki::open(&dir)?.crl_path();
+            tracing::info!(%listen, crl = %crl.display(), "publishing the CRL at /crl.der and /crl.pem");
+            serve_until_ctrl_c(listen, |l| gateway::crl_publisher::serve(l, crl))?
         }
-        Command::Pki(PkiCommand::Revoke { dir, cert }) => {
-            let pki = DevPki::open(&dir)?;
-            let r = pki.revoke(&cert)?;
-            println!(
-                "revoked serial {} (agency {}); CRL re-signed: {}",
-                r.serial_hex,
-                r.agency,
-                r.crl_path.display()
-            );
-        }
-        Command::Audit(AuditCommand::Verify { dir, key }) => {
-            let key = certs::signing::load_verifying_key(&key).map_err(|e| Failure {
-                code: 2,
-                message: e.to_string(),
-            })?;
-            match gateway::audit::verify::verify(&dir, &key) {
-                Ok(s) => println!(
-                    "{}: ok — {} records in {} segments ({} sealed, {} checkpoints; {} newest records not yet checkpointed), {} .. {}",
-                    dir.display(),
-                    s.records,
-                    s.segments,
-                    s.sealed,
-                    s.checkpoints,
-                    s.unvouched,
-                    s.first_time.as_deref().unwrap_or("-"),
-                    s.last_time.as_deref().unwrap_or("-")
-                ),
-                Err(finding) => {
-                    return Err(Failure {
-                        code: 1,
-                        message: format!("audit log NOT intact: {finding}"),
-                    })
-                }
-            }
-        }
+        Command::Audit(AuditCommand::Verify { dir, key }) => audit::verify(&dir, &key)?,
         Command::Audit(AuditCommand::Search {
             citizen,
             dir,
@@ -327,75 +243,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             until,
             agency,
             format,
-        }) => {
-            let usage = |m: String| Failure {
-                code: 2,
-                message: m,
-            };
-            let key = gateway::audit::load_hmac_key(&hmac_key).map_err(|e| usage(e.to_string()))?;
-            let bound = |v: Option<String>, flag: &str| -> Result<Option<String>, Failure> {
-                match v {
-                    None => Ok(None),
-                    Some(t) if t.len() == 10 && certs::dates::parse_date(&t).is_some() => {
-                        Ok(Some(t))
-                    }
-                    // Records are UTC with milliseconds: compare in that form.
-                    Some(t) if certs::dates::parse_rfc3339(&t).is_some() => {
-                        Ok(certs::dates::parse_rfc3339(&t).map(certs::dates::rfc3339_millis))
-                    }
-                    Some(t) => Err(usage(format!(
-                        "{flag} {t:?}: expected YYYY-MM-DD or an RFC 3339 UTC time"
-                    ))),
-                }
-            };
-            let filter = gateway::audit::search::Filter {
-                since: bound(since, "--since")?,
-                until: bound(until, "--until")?,
-                agency,
-            };
-            let r = gateway::audit::record::citizen_ref(&key, &citizen);
-            let hits = gateway::audit::search::search(&dir, &r, &filter).map_err(|m| Failure {
-                code: 1,
-                message: m,
-            })?;
-            print_hits(&hits, format);
-        }
-        Command::Pki(PkiCommand::ServeCrl { dir, listen }) => {
-            let pki = DevPki::open(&dir)?;
-            let rt = tokio::runtime::Runtime::new().map_err(|e| Failure {
-                code: 1,
-                message: format!("runtime: {e}"),
-            })?;
-            rt.block_on(async {
-                let l = gateway::crl_publisher::bind(listen).await.map_err(|e| Failure {
-                    code: 1,
-                    message: format!("{listen}: cannot listen: {e}"),
-                })?;
-                tracing::info!(%listen, crl = %pki.crl_path().display(), "publishing the CRL at /crl.der and /crl.pem");
-                tokio::select! {
-                    r = gateway::crl_publisher::serve(l, pki.crl_path()) => r.map_err(|e| Failure { code: 1, message: e.to_string() }),
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
-            })?;
-        }
+        }) => audit::search(&audit::SearchArgs {
+            citizen,
+            dir,
+            hmac_key,
+            since,
+            until,
+            agency,
+            format,
+        })?,
         Command::RegistryDemo { listen } => {
-            let rt = tokio::runtime::Runtime::new().map_err(|e| Failure {
-                code: 1,
-                message: format!("runtime: {e}"),
-            })?;
-            rt.block_on(async {
-                let l = demo::synthetic_registry::bind(listen)
-                    .await
-                    .map_err(|e| Failure {
-                        code: 1,
-                        message: format!("{listen}: cannot listen: {e}"),
-                    })?;
-                tracing::info!(%listen, "synthetic population registry (synthetic data only)");
-                tokio::select! {
-                    r = demo::synthetic_registry::serve(l) => r.map_err(|e| Failure { code: 1, message: e.to_string() }),
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
-            })?;
+            tracing::info!(%listen, "synthetic population registry (synthetic data only)");
+            serve_until_ctrl_c(listen, demo::synthetic_registry::serve)?
         }
         Command::Demo {
             dir,
@@ -414,90 +273,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
-    use gateway::audit::record::Decision;
-    let decision = |h: &gateway::audit::search::Hit| match h.access.decision {
-        Decision::Allow => "allow",
-        Decision::Refuse => "refuse",
-    };
-    // An allowed request's ending: `completed`, what cut it short, or
-    // `unknown` when no outcome was recorded (in flight, or a crash).
-    let ending = |h: &gateway::audit::search::Hit| -> String {
-        match (&h.outcome, h.access.decision) {
-            (Some(o), _) => o.outcome.clone(),
-            (None, Decision::Refuse) => h.access.code.clone().unwrap_or_default(),
-            (None, Decision::Allow) if h.access.status.is_some() => "completed".into(),
-            (None, Decision::Allow) => "unknown".into(),
+/// `popgate check-config`: everything `serve` would load, loaded.
+fn check_config(config: &std::path::Path) -> Result<(), Failure> {
+    let c = GatewayConfig::load(config)?;
+    let (registry, _) = c.check()?;
+    println!(
+        "{}: ok ({} agencies, {} routes; listen {}; upstream {})",
+        config.display(),
+        registry.agencies.len(),
+        registry.routes.len(),
+        c.listen,
+        c.upstream.url
+    );
+    Ok(())
+}
+
+/// Runs a small HTTP server on `listen` until it fails or Ctrl-C.
+fn serve_until_ctrl_c<F, Fut>(listen: std::net::SocketAddr, serve: F) -> Result<(), Failure>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    let fail = |message: String| Failure { code: 1, message };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| fail(format!("runtime: {e}")))?;
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| fail(format!("{listen}: cannot listen: {e}")))?;
+        tokio::select! {
+            r = serve(l) => r.map_err(|e| fail(e.to_string())),
+            _ = tokio::signal::ctrl_c() => Ok(()),
         }
-    };
-    let status = |h: &gateway::audit::search::Hit| h.status().map(|s| s.to_string());
-    match format {
-        OutputFormat::Json => {
-            let rows: Vec<_> = hits
-                .iter()
-                .map(|h| {
-                    let mut v = serde_json::to_value(&h.access).unwrap_or_default();
-                    if let Some(obj) = v.as_object_mut() {
-                        obj.insert("seq".into(), h.seq.into());
-                        obj.insert("status".into(), h.status().into());
-                        obj.insert("ending".into(), ending(h).into());
-                        obj.insert(
-                            "outcome".into(),
-                            serde_json::to_value(&h.outcome).unwrap_or_default(),
-                        );
-                    }
-                    v
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&rows).unwrap_or_default()
-            );
-        }
-        OutputFormat::Csv => {
-            println!("time,agency,route,purpose,decision,ending,status,request_id,cert_serial");
-            for h in hits {
-                let a = &h.access;
-                println!(
-                    "{}",
-                    csvcell::row(&[
-                        a.time.clone(),
-                        a.agency.clone().unwrap_or_default(),
-                        a.route.clone().unwrap_or_default(),
-                        a.purpose.clone().unwrap_or_default(),
-                        decision(h).to_owned(),
-                        ending(h),
-                        status(h).unwrap_or_default(),
-                        a.request_id.clone(),
-                        a.cert
-                            .as_ref()
-                            .map(|c| c.serial.clone())
-                            .unwrap_or_default(),
-                    ])
-                );
-            }
-        }
-        OutputFormat::Table => {
-            println!(
-                "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} PURPOSE",
-                "TIME (UTC)", "AGENCY", "ROUTE", "DECISION", "ENDING", "STATUS"
-            );
-            for h in hits {
-                let a = &h.access;
-                println!(
-                    "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} {}",
-                    a.time,
-                    a.agency.as_deref().unwrap_or("-"),
-                    a.route.as_deref().unwrap_or("-"),
-                    decision(h),
-                    ending(h),
-                    status(h).unwrap_or_else(|| "-".into()),
-                    a.purpose.as_deref().unwrap_or("-")
-                );
-            }
-            println!("{} access(es)", hits.len());
-        }
-    }
+    })
 }
 
 /// Reporting commands behave like other Unix tools when their output is cut
