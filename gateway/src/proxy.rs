@@ -246,6 +246,20 @@ async fn send_refusal(
     Ok(())
 }
 
+/// popgate never relays a 101: past it, the exchange would be a tunnel of
+/// unjudged bytes. Checked on the registry's head and again on what would
+/// be sent, both before any byte reaches the agency.
+fn refuse_switching_protocols(resp: &ResponseHeader) -> Result<()> {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(502),
+            "the registry answered 101 Switching Protocols",
+        )
+        .into_up());
+    }
+    Ok(())
+}
+
 /// Did the agency's side end the exchange (reset, closed, cancelled the
 /// stream, stopped reading)? Those are the agency's doing, not the
 /// registry's, and are recorded as `client_closed`.
@@ -420,13 +434,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "the registry answered 101 Switching Protocols",
-            )
-            .into_up());
-        }
+        refuse_switching_protocols(upstream_response)?;
         if upstream_response.status.is_informational() {
             return Ok(());
         }
@@ -448,13 +456,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "the registry answered 101 Switching Protocols",
-            )
-            .into_up());
-        }
+        refuse_switching_protocols(upstream_response)?;
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         // Citizen data must not be kept by caches between registry and officer.
         upstream_response.insert_header("cache-control", "no-store")?;
