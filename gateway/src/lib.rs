@@ -1,27 +1,32 @@
 //! popgate: the mutual-TLS gateway in front of the population registry.
 //!
 //! The `popgate` command (crate `popgate`) is a thin CLI over this library;
-//! the demo (crate `demo`) drives the same code.
+//! the demo (crate `demo`) drives the same code. What they need is public:
+//! loading and checking the config, serving, the audit log's verify and
+//! search, the dev PKI's CRL publisher, the error and exit codes, and (for
+//! the benchmarks) the audit writer and the quota engine. The request path
+//! itself — edge, pipeline stages, proxy phases, refusals — is internal.
 
-pub mod access;
-pub mod admin;
-pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod crl_publisher;
-pub mod edge;
 pub mod error;
-pub mod metrics;
-pub mod pipeline;
-pub mod proxy;
 pub mod quota;
-pub mod refusal;
 pub mod registry;
-pub mod routes;
 pub mod serve;
-pub mod shutdown;
-pub mod tls;
-pub mod upstream;
+
+mod access;
+mod admin;
+mod admission;
+mod edge;
+mod metrics;
+mod pipeline;
+mod proxy;
+mod refusal;
+mod routes;
+mod shutdown;
+mod tls;
+mod upstream;
 
 #[cfg(test)]
 mod module_graph;

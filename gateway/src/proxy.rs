@@ -36,9 +36,6 @@ use crate::registry::Registry;
 use crate::tls::AgencyCertVerifier;
 use crate::upstream::Upstream;
 
-/// Headers only the gateway sets on the upstream request.
-pub const GATEWAY_HEADERS: [&str; 3] = ["x-agency-id", "x-request-id", "x-purpose"];
-
 /// Per-request state.
 pub struct RequestCtx {
     pub request_id: String,
