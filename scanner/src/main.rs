@@ -55,6 +55,52 @@ enum ProbeFormat {
     Json,
 }
 
+/// `popscan scan`'s arguments.
+#[derive(clap::Args)]
+struct ScanArgs {
+    #[arg(long, default_value = "policies/inventory.yaml")]
+    inventory: PathBuf,
+    /// Directory with level-1.yaml … level-5.yaml.
+    #[arg(long, default_value = "policies/scan")]
+    policies: PathBuf,
+    /// Waivers file (per system and control, with approver and expiry).
+    #[arg(long)]
+    waivers: Option<PathBuf>,
+    /// nmap XML output (`nmap -oX`) to use as evidence; repeatable.
+    #[arg(long = "nmap", value_name = "FILE")]
+    nmap: Vec<PathBuf>,
+    /// Run nmap (-sT -sV --script ssl-enum-ciphers,ssl-cert) on the inventory's
+    /// hosts and ports, and use its output as evidence too.
+    #[arg(long)]
+    run_nmap: bool,
+    /// Do not probe live; judge on nmap XML only.
+    #[arg(long)]
+    no_probe: bool,
+    /// Trust bundle (PEM) replacing every policy's `cert_chain_trusted` bundle.
+    #[arg(long)]
+    trust_bundle: Option<PathBuf>,
+    /// Systems scanned at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds allowed for each connection attempt and each exchange.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Scan only shard I of N (e.g. 2/4), split by agency so roll-ups stay whole.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 PEM, from `popgate pki init`) to sign verdicts.
+    #[arg(long, requires = "verdicts_dir")]
+    sign_key: Option<PathBuf>,
+    /// Where signed verdicts go: one per system, one roll-up per agency.
+    #[arg(long, requires = "sign_key")]
+    verdicts_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Scan the systems in an inventory and judge each against its level's policy.
@@ -68,49 +114,7 @@ enum Command {
     ///     --waivers policies/waivers.yaml --format html --output report.html \
     ///     --sign-key pki/verdict-signing.key --verdicts-dir verdicts/
     #[command(after_help = EXIT_CODES)]
-    Scan {
-        #[arg(long, default_value = "policies/inventory.yaml")]
-        inventory: PathBuf,
-        /// Directory with level-1.yaml … level-5.yaml.
-        #[arg(long, default_value = "policies/scan")]
-        policies: PathBuf,
-        /// Waivers file (per system and control, with approver and expiry).
-        #[arg(long)]
-        waivers: Option<PathBuf>,
-        /// nmap XML output (`nmap -oX`) to use as evidence; repeatable.
-        #[arg(long = "nmap", value_name = "FILE")]
-        nmap: Vec<PathBuf>,
-        /// Run nmap (-sT -sV --script ssl-enum-ciphers,ssl-cert) on the inventory's
-        /// hosts and ports, and use its output as evidence too.
-        #[arg(long)]
-        run_nmap: bool,
-        /// Do not probe live; judge on nmap XML only.
-        #[arg(long)]
-        no_probe: bool,
-        /// Trust bundle (PEM) replacing every policy's `cert_chain_trusted` bundle.
-        #[arg(long)]
-        trust_bundle: Option<PathBuf>,
-        /// Systems scanned at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Seconds allowed for each connection attempt and each exchange.
-        #[arg(long, default_value_t = 5.0)]
-        timeout: f64,
-        /// Scan only shard I of N (e.g. 2/4), split by agency so roll-ups stay whole.
-        #[arg(long, value_parser = parse_shard)]
-        shard: Option<(u32, u32)>,
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-        /// Write the report here instead of stdout.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// Ed25519 private key (PKCS#8 PEM, from `popgate pki init`) to sign verdicts.
-        #[arg(long, requires = "verdicts_dir")]
-        sign_key: Option<PathBuf>,
-        /// Where signed verdicts go: one per system, one roll-up per agency.
-        #[arg(long, requires = "sign_key")]
-        verdicts_dir: Option<PathBuf>,
-    },
+    Scan(ScanArgs),
     /// Show everything one TLS endpoint offers: protocols, cipher suites (in the
     /// server's order when it enforces one), groups, DHE size, chain, renegotiation,
     /// compression and TLS_FALLBACK_SCSV.
@@ -214,99 +218,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::Scan {
-            inventory,
-            policies,
-            waivers,
-            nmap,
-            run_nmap,
-            no_probe,
-            trust_bundle,
-            concurrency,
-            timeout,
-            shard,
-            format,
-            output,
-            sign_key,
-            verdicts_dir,
-        } => {
-            let mut inv = Inventory::load(&inventory).map_err(input)?;
-            if let Some((i, n)) = shard {
-                inv = inv.shard(i, n);
-            }
-            let set = PolicySet::load_dir(&policies).map_err(input)?;
-            let waivers = match &waivers {
-                Some(w) => Waivers::load(w).map_err(input)?,
-                None => Waivers::default(),
-            };
-            let key = match &sign_key {
-                Some(k) => Some(certs::signing::load_signing_key(k).map_err(input)?),
-                None => None,
-            };
-            if let Some(t) = &trust_bundle {
-                if !t.is_file() {
-                    return Err(Failure(
-                        2,
-                        format!("{}: trust bundle not found", t.display()),
-                    ));
-                }
-            }
-            let mut evidence = NmapEvidence::default();
-            for f in &nmap {
-                let scan = scanner::nmap::parse_file(f).map_err(input)?;
-                evidence.hosts.extend(scan.hosts);
-            }
-            if run_nmap {
-                let file = scanner::nmap_run::run(&inv, &set, seconds(timeout))
-                    .await
-                    .map_err(|e| Failure(3, e))?;
-                let scan = scanner::nmap::parse_file(&file).map_err(input)?;
-                evidence.hosts.extend(scan.hosts);
-            }
-            if no_probe && evidence.hosts.is_empty() {
-                return Err(Failure(
-                    2,
-                    "--no-probe needs --nmap FILE or --run-nmap".into(),
-                ));
-            }
-            let opts = ScanOptions {
-                live: !no_probe,
-                concurrency,
-                per_endpoint: 8,
-                connect_timeout: seconds(timeout),
-                timeout: seconds(timeout),
-                trust_bundle,
-                now: time::OffsetDateTime::now_utc(),
-                shard,
-                inventory_path: inventory.display().to_string(),
-            };
-            let bar = progress_bar(inv.systems.len());
-            let progress: Option<scan::Progress> = bar.clone().map(|b| {
-                Arc::new(move |r: &report::SystemReport| {
-                    b.set_message(r.id.clone());
-                    b.inc(1);
-                }) as scan::Progress
-            });
-            let report = scan::run(&inv, &set, &waivers, &evidence, &opts, progress).await;
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            if let (Some(key), Some(dir)) = (&key, &verdicts_dir) {
-                let verdicts = scanner::verdict::build(&report, opts.now);
-                let written =
-                    scanner::verdict::write_all(dir, &verdicts, key).map_err(|e| Failure(2, e))?;
-                eprintln!(
-                    "popscan: {} signed verdicts written to {}",
-                    written.len(),
-                    dir.display()
-                );
-            }
-            let to_tty = output.is_none() && std::io::stdout().is_terminal();
-            let format = format.unwrap_or(if to_tty { Format::Table } else { Format::Json });
-            let text = render(&report, format, to_tty);
-            emit(output.as_deref(), &text)?;
-            Ok(report.exit_code() as u8)
-        }
+        Command::Scan(args) => scan_command(args).await,
         Command::Probe {
             target,
             sni,
@@ -418,6 +330,102 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `popscan scan`: load, gather evidence, judge, report, sign.
+async fn scan_command(args: ScanArgs) -> Result<u8, Failure> {
+    let ScanArgs {
+        inventory,
+        policies,
+        waivers,
+        nmap,
+        run_nmap,
+        no_probe,
+        trust_bundle,
+        concurrency,
+        timeout,
+        shard,
+        format,
+        output,
+        sign_key,
+        verdicts_dir,
+    } = args;
+    let mut inv = Inventory::load(&inventory).map_err(input)?;
+    if let Some((i, n)) = shard {
+        inv = inv.shard(i, n);
+    }
+    let set = PolicySet::load_dir(&policies).map_err(input)?;
+    let waivers = match &waivers {
+        Some(w) => Waivers::load(w).map_err(input)?,
+        None => Waivers::default(),
+    };
+    let key = match &sign_key {
+        Some(k) => Some(certs::signing::load_signing_key(k).map_err(input)?),
+        None => None,
+    };
+    if let Some(t) = &trust_bundle {
+        if !t.is_file() {
+            return Err(Failure(
+                2,
+                format!("{}: trust bundle not found", t.display()),
+            ));
+        }
+    }
+    let mut evidence = NmapEvidence::default();
+    for f in &nmap {
+        let scan = scanner::nmap::parse_file(f).map_err(input)?;
+        evidence.hosts.extend(scan.hosts);
+    }
+    if run_nmap {
+        let file = scanner::nmap_run::run(&inv, &set, seconds(timeout))
+            .await
+            .map_err(|e| Failure(3, e))?;
+        let scan = scanner::nmap::parse_file(&file).map_err(input)?;
+        evidence.hosts.extend(scan.hosts);
+    }
+    if no_probe && evidence.hosts.is_empty() {
+        return Err(Failure(
+            2,
+            "--no-probe needs --nmap FILE or --run-nmap".into(),
+        ));
+    }
+    let opts = ScanOptions {
+        live: !no_probe,
+        concurrency,
+        per_endpoint: 8,
+        connect_timeout: seconds(timeout),
+        timeout: seconds(timeout),
+        trust_bundle,
+        now: time::OffsetDateTime::now_utc(),
+        shard,
+        inventory_path: inventory.display().to_string(),
+    };
+    let bar = progress_bar(inv.systems.len());
+    let progress: Option<scan::Progress> = bar.clone().map(|b| {
+        Arc::new(move |r: &report::SystemReport| {
+            b.set_message(r.id.clone());
+            b.inc(1);
+        }) as scan::Progress
+    });
+    let report = scan::run(&inv, &set, &waivers, &evidence, &opts, progress).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let (Some(key), Some(dir)) = (&key, &verdicts_dir) {
+        let verdicts = scanner::verdict::build(&report, opts.now);
+        let written =
+            scanner::verdict::write_all(dir, &verdicts, key).map_err(|e| Failure(2, e))?;
+        eprintln!(
+            "popscan: {} signed verdicts written to {}",
+            written.len(),
+            dir.display()
+        );
+    }
+    let to_tty = output.is_none() && std::io::stdout().is_terminal();
+    let format = format.unwrap_or(if to_tty { Format::Table } else { Format::Json });
+    let text = render(&report, format, to_tty);
+    emit(output.as_deref(), &text)?;
+    Ok(report.exit_code() as u8)
 }
 
 fn render(r: &Report, f: Format, colour: bool) -> String {
