@@ -271,147 +271,28 @@ struct Writer {
 impl Writer {
     fn recover(cfg: &AuditConfig, seal_key: SigningKey) -> Result<Writer, AuditError> {
         let dir = cfg.dir.clone();
-        let io = |what: &str, p: &Path, e: std::io::Error| {
-            AuditError::Write(format!("{}: {what}: {e}", p.display()))
-        };
-        let segments = segment::list(&dir).map_err(|e| io("cannot list", &dir, e))?;
+        let segments = segment::list(&dir).map_err(|e| io_error("cannot list", &dir, e))?;
         restrict_modes(&dir);
-        let (mut segment, mut seq, mut prev) = (1, 0, GENESIS.to_owned());
-        let mut index = Vec::new();
-        let mut len = 0;
-        let mut records = 0;
-        if let Some(&last) = segments.last() {
-            let seal_p = segment::seal_path(&dir, last);
-            if seal_p.exists() {
-                let seal: Seal = serde_json::from_slice(
-                    &std::fs::read(&seal_p).map_err(|e| io("cannot read", &seal_p, e))?,
-                )
-                .map_err(|e| AuditError::Corrupt(format!("{}: {e}", seal_p.display())))?;
-                segment = last + 1;
-                seq = seal.last_seq;
-                prev = seal.last_hash;
-            } else {
-                segment = last;
-                if last > 1 {
-                    let before = segment::seal_path(&dir, last - 1);
-                    if let Ok(bytes) = std::fs::read(&before) {
-                        let seal: Seal = serde_json::from_slice(&bytes).map_err(|e| {
-                            AuditError::Corrupt(format!("{}: {e}", before.display()))
-                        })?;
-                        seq = seal.last_seq;
-                        prev = seal.last_hash;
-                    }
-                }
-                let path = segment::segment_path(&dir, last);
-                let mut bytes = Vec::new();
-                File::open(&path)
-                    .and_then(|mut f| f.read_to_end(&mut bytes))
-                    .map_err(|e| io("cannot read", &path, e))?;
-                let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                if whole < bytes.len() {
-                    // A crash mid-write: keep the torn bytes aside, never destroy them.
-                    let torn = path.with_extension(format!(
-                        "jsonl.torn-{}",
-                        time::OffsetDateTime::now_utc().unix_timestamp()
-                    ));
-                    segment::write_durably(&torn, &bytes[whole..])
-                        .map_err(|e| io("cannot save torn tail", &torn, e))?;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| io("cannot open", &path, e))?;
-                    f.set_len(whole as u64)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|e| io("cannot truncate torn tail", &path, e))?;
-                    tracing::warn!(
-                        segment = %path.display(),
-                        bytes = bytes.len() - whole,
-                        saved = %torn.display(),
-                        "audit log had a torn last record (crash); truncated, chain continues from the last whole record"
-                    );
-                }
-                let mut offset = 0u64;
-                for (i, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let (stored, hash) = record::decode(line).map_err(|e| {
-                        AuditError::Corrupt(format!(
-                            "{}:{}: {e}; refusing to extend a damaged log (run `popgate audit verify`)",
-                            path.display(),
-                            i + 1
-                        ))
-                    })?;
-                    if stored.prev != prev || stored.seq != seq + 1 {
-                        return Err(AuditError::Corrupt(format!(
-                            "{}:{}: chain broken; refusing to extend a damaged log (run `popgate audit verify`)",
-                            path.display(),
-                            i + 1
-                        )));
-                    }
-                    if let Some(r) = stored.event.citizen_ref() {
-                        index.push((r.to_owned(), offset));
-                    }
-                    seq = stored.seq;
-                    prev = hash;
-                    records += 1;
-                    offset += line.len() as u64 + 1;
-                }
-                len = whole as u64;
-            }
-        }
-        let path = segment::segment_path(&dir, segment);
-        let file =
-            segment::open_append(&path).map_err(|e| io("cannot open for append", &path, e))?;
-        // An index is written only when sealing; one beside the open segment
-        // is left from a rotation a crash interrupted. It is derived data:
-        // remove it (sealing writes it anew), so neither search nor verify
-        // ever reads a stale one.
-        let stale_idx = segment::index_path(&dir, segment);
-        if stale_idx.exists() {
-            std::fs::remove_file(&stale_idx).map_err(|e| io("cannot remove", &stale_idx, e))?;
-            tracing::warn!(file = %stale_idx.display(), "removed an index left beside the open audit segment by an interrupted rotation");
-        }
-        let ckpt_path = segment::checkpoint_path(&dir, segment);
-        repair_torn_checkpoint(&ckpt_path).map_err(|e| io("cannot repair", &ckpt_path, e))?;
-        // Was the log closed cleanly, and has anything been added since?
-        let mut closed_at: Option<Checkpoint> = None;
-        let mut vouched = seq - records;
-        for cp in segment::read_checkpoints(&ckpt_path)
-            .map_err(|e| io("cannot read", &ckpt_path, e))?
-            .into_iter()
-            .flatten()
-        {
-            vouched = vouched.max(cp.seq);
-            match cp.kind {
-                CheckpointKind::Closed => closed_at = Some(cp),
-                CheckpointKind::Opened => closed_at = None,
-                CheckpointKind::Head => {}
-            }
-        }
-        if let Some(cp) = &closed_at {
-            if seq > cp.seq {
-                return Err(AuditError::Corrupt(format!(
-                    "{}: records after seq {} were added after popgate closed the log at {}; refusing to extend it (run `popgate audit verify`)",
-                    segment::segment_path(&dir, segment).display(),
-                    cp.seq,
-                    cp.time
-                )));
-            }
-        }
-        let reopen = closed_at.is_some();
-        if seq > vouched {
-            tracing::warn!(
-                records = seq - vouched,
-                first_seq = vouched + 1,
-                "audit records after the newest checkpoint adopted at start (written in the last instant before a crash, or added while popgate was down)"
-            );
-        }
+        let head = recover_head(&dir, &segments)?;
+        let path = segment::segment_path(&dir, head.segment);
+        let file = segment::open_append(&path)
+            .map_err(|e| io_error("cannot open for append", &path, e))?;
+        remove_stale_index(&dir, head.segment)?;
+        let reopen = check_marks(&dir, &head)?;
+        let ckpt_path = segment::checkpoint_path(&dir, head.segment);
         let checkpoints = segment::open_append(&ckpt_path)
-            .map_err(|e| io("cannot open for append", &ckpt_path, e))?;
+            .map_err(|e| io_error("cannot open for append", &ckpt_path, e))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync directory", &dir, e))?;
+            .map_err(|e| io_error("cannot sync directory", &dir, e))?;
+        let Head {
+            segment,
+            seq,
+            prev,
+            records,
+            len,
+            index,
+        } = head;
         Ok(Writer {
             dir,
             seal_key,
@@ -765,6 +646,177 @@ impl Writer {
         self.opened = Instant::now();
         Ok(())
     }
+}
+
+/// Where the chain stands when a writer starts: the segment to append to
+/// and what it already holds.
+struct Head {
+    segment: u64,
+    seq: u64,
+    prev: String,
+    records: u64,
+    len: u64,
+    /// (citizen_ref, byte offset) of the open segment's records.
+    index: Vec<(String, u64)>,
+}
+
+fn io_error(what: &str, p: &Path, e: std::io::Error) -> AuditError {
+    AuditError::Write(format!("{}: {what}: {e}", p.display()))
+}
+
+fn read_seal(path: &Path) -> Result<Seal, AuditError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error("cannot read", path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AuditError::Corrupt(format!("{}: {e}", path.display())))
+}
+
+/// The chain head from the newest seal, and the open segment's records
+/// replayed on top of it (a sealed last segment means a fresh one).
+fn recover_head(dir: &Path, segments: &[u64]) -> Result<Head, AuditError> {
+    let mut head = Head {
+        segment: 1,
+        seq: 0,
+        prev: GENESIS.to_owned(),
+        records: 0,
+        len: 0,
+        index: Vec::new(),
+    };
+    let Some(&last) = segments.last() else {
+        return Ok(head);
+    };
+    let seal_p = segment::seal_path(dir, last);
+    if seal_p.exists() {
+        let seal = read_seal(&seal_p)?;
+        head.segment = last + 1;
+        head.seq = seal.last_seq;
+        head.prev = seal.last_hash;
+        return Ok(head);
+    }
+    head.segment = last;
+    let before = segment::seal_path(dir, last.saturating_sub(1));
+    if last > 1 && before.exists() {
+        let seal = read_seal(&before)?;
+        head.seq = seal.last_seq;
+        head.prev = seal.last_hash;
+    }
+    replay_open_segment(&segment::segment_path(dir, last), &mut head)?;
+    Ok(head)
+}
+
+/// Replays the open segment onto `head`, checking every line and link; a
+/// torn last line (a crash mid-write) is saved aside and cut.
+fn replay_open_segment(path: &Path, head: &mut Head) -> Result<(), AuditError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| io_error("cannot read", path, e))?;
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        save_torn_tail(path, &bytes[whole..], whole as u64)?;
+    }
+    let mut offset = 0u64;
+    for (i, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let damaged = |what: String| {
+            AuditError::Corrupt(format!(
+                "{}:{}: {what}; refusing to extend a damaged log (run `popgate audit verify`)",
+                path.display(),
+                i + 1
+            ))
+        };
+        let (stored, hash) = record::decode(line).map_err(|e| damaged(e.to_string()))?;
+        if stored.prev != head.prev || stored.seq != head.seq + 1 {
+            return Err(damaged("chain broken".into()));
+        }
+        if let Some(r) = stored.event.citizen_ref() {
+            head.index.push((r.to_owned(), offset));
+        }
+        head.seq = stored.seq;
+        head.prev = hash;
+        head.records += 1;
+        offset += line.len() as u64 + 1;
+    }
+    head.len = whole as u64;
+    Ok(())
+}
+
+/// Keeps the torn bytes of a crash aside (never destroys them) and cuts
+/// the segment back to its last whole record.
+fn save_torn_tail(path: &Path, torn_bytes: &[u8], whole: u64) -> Result<(), AuditError> {
+    let torn = path.with_extension(format!(
+        "jsonl.torn-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    segment::write_durably(&torn, torn_bytes)
+        .map_err(|e| io_error("cannot save torn tail", &torn, e))?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error("cannot open", path, e))?;
+    f.set_len(whole)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_error("cannot truncate torn tail", path, e))?;
+    tracing::warn!(
+        segment = %path.display(),
+        bytes = torn_bytes.len(),
+        saved = %torn.display(),
+        "audit log had a torn last record (crash); truncated, chain continues from the last whole record"
+    );
+    Ok(())
+}
+
+/// An index is written only when sealing; one beside the open segment is
+/// left from a rotation a crash interrupted. It is derived data: remove it
+/// (sealing writes it anew), so neither search nor verify reads it.
+fn remove_stale_index(dir: &Path, segment: u64) -> Result<(), AuditError> {
+    let stale = segment::index_path(dir, segment);
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| io_error("cannot remove", &stale, e))?;
+        tracing::warn!(file = %stale.display(), "removed an index left beside the open audit segment by an interrupted rotation");
+    }
+    Ok(())
+}
+
+/// Reads the open segment's marks: refuses records added after a clean
+/// close, reports records no checkpoint vouches for, and says whether an
+/// `opened` mark is due (the log was closed cleanly).
+fn check_marks(dir: &Path, head: &Head) -> Result<bool, AuditError> {
+    let ckpt_path = segment::checkpoint_path(dir, head.segment);
+    repair_torn_checkpoint(&ckpt_path).map_err(|e| io_error("cannot repair", &ckpt_path, e))?;
+    let mut closed_at: Option<Checkpoint> = None;
+    let mut vouched = head.seq - head.records;
+    for cp in segment::read_checkpoints(&ckpt_path)
+        .map_err(|e| io_error("cannot read", &ckpt_path, e))?
+        .into_iter()
+        .flatten()
+    {
+        vouched = vouched.max(cp.seq);
+        match cp.kind {
+            CheckpointKind::Closed => closed_at = Some(cp),
+            CheckpointKind::Opened => closed_at = None,
+            CheckpointKind::Head => {}
+        }
+    }
+    if let Some(cp) = &closed_at {
+        if head.seq > cp.seq {
+            return Err(AuditError::Corrupt(format!(
+                "{}: records after seq {} were added after popgate closed the log at {}; refusing to extend it (run `popgate audit verify`)",
+                segment::segment_path(dir, head.segment).display(),
+                cp.seq,
+                cp.time
+            )));
+        }
+    }
+    if head.seq > vouched {
+        tracing::warn!(
+            records = head.seq - vouched,
+            first_seq = vouched + 1,
+            "audit records after the newest checkpoint adopted at start (written in the last instant before a crash, or added while popgate was down)"
+        );
+    }
+    Ok(closed_at.is_some())
 }
 
 /// A crash while appending a checkpoint can leave a partial last line;
