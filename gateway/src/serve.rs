@@ -23,55 +23,13 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
         other => GatewayError::runtime(format!("audit log {}", config.audit.dir.display()), other),
     })?;
 
-    let mut conf = ServerConf {
-        threads: config.threads,
-        // Handover between old and new processes is not used; shut down
-        // promptly but let in-flight requests finish.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
-        // One attempt: a retry would send the same request to the registry
-        // again under a single access record.
-        max_retries: 1,
-        ..ServerConf::default()
-    };
-    let run_dir = std::env::temp_dir().join(format!("popgate-{}", std::process::id()));
-    conf.pid_file = run_dir.join("popgate.pid").to_string_lossy().into_owned();
-    conf.upgrade_sock = run_dir.join("upgrade.sock").to_string_lossy().into_owned();
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let quota = crate::quota::QuotaEngine::new(
-        &registry.quota_limits(),
-        config.quota_state_dir.clone(),
-        Arc::new(crate::quota::SystemClock),
-    )
-    .map_err(|e| {
-        GatewayError::runtime(
-            format!("quota state {}", config.quota_state_dir.display()),
-            e,
-        )
-    })?;
-    let quota = match &config.quota_redis {
-        Some(r) => quota.with_cluster(
-            crate::quota::cluster::Cluster::new(&r.url, &r.key_prefix, r.failure_mode, r.timeout)
-                .map_err(|e| ConfigError::new(&config.source, e))?,
-        ),
-        None => quota,
-    };
-    let quota = Arc::new(quota);
+    let mut server = pingora_server(&config);
+    let quota = quota_engine(&config, &registry)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     tls_state.verifier.set_metrics(metrics.clone());
     metrics.register(Box::new(audit.stats().fsync_seconds.clone()));
     let drain = crate::shutdown::Drain::new(metrics.inflight.clone(), config.drain_timeout);
-    let admission = match &config.admission {
-        Some(a) => {
-            let adm = Arc::new(crate::admission::Admission::new(a.clone())?);
-            crate::admission::spawn_watcher(adm.clone(), metrics.clone())
-                .map_err(|e| GatewayError::runtime("starting the verdict watcher", e))?;
-            Some(adm)
-        }
-        None => None,
-    };
+    let admission = admission(&config, &metrics)?;
     if let Some(addr) = config.admin_listen {
         crate::admin::spawn(
             addr,
@@ -147,6 +105,68 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
         Err(e) => tracing::error!(error = %e, "audit log not sealed at exit"),
     }
     std::process::exit(0)
+}
+
+/// pingora's server: our thread count, one upstream attempt, prompt
+/// shutdown (popgate drains on its own signal first), files in a private
+/// run directory.
+fn pingora_server(config: &GatewayConfig) -> Server {
+    let mut conf = ServerConf {
+        threads: config.threads,
+        // Handover between old and new processes is not used; shut down
+        // promptly but let in-flight requests finish.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        // One attempt: a retry would send the same request to the registry
+        // again under a single access record.
+        max_retries: 1,
+        ..ServerConf::default()
+    };
+    let run_dir = std::env::temp_dir().join(format!("popgate-{}", std::process::id()));
+    conf.pid_file = run_dir.join("popgate.pid").to_string_lossy().into_owned();
+    conf.upgrade_sock = run_dir.join("upgrade.sock").to_string_lossy().into_owned();
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// The quota engine: local limits, shared through Redis when configured.
+fn quota_engine(
+    config: &GatewayConfig,
+    registry: &crate::registry::Registry,
+) -> Result<Arc<crate::quota::QuotaEngine>, GatewayError> {
+    let quota = crate::quota::QuotaEngine::new(
+        &registry.quota_limits(),
+        config.quota_state_dir.clone(),
+        Arc::new(crate::quota::SystemClock),
+    )
+    .map_err(|e| {
+        GatewayError::runtime(
+            format!("quota state {}", config.quota_state_dir.display()),
+            e,
+        )
+    })?;
+    Ok(Arc::new(match &config.quota_redis {
+        Some(r) => quota.with_cluster(
+            crate::quota::cluster::Cluster::new(&r.url, &r.key_prefix, r.failure_mode, r.timeout)
+                .map_err(|e| ConfigError::new(&config.source, e))?,
+        ),
+        None => quota,
+    }))
+}
+
+/// Compliance verdicts, when `admission:` is configured, watched for changes.
+fn admission(
+    config: &GatewayConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Option<Arc<crate::admission::Admission>>, GatewayError> {
+    let Some(a) = &config.admission else {
+        return Ok(None);
+    };
+    let adm = Arc::new(crate::admission::Admission::new(a.clone())?);
+    crate::admission::spawn_watcher(adm.clone(), metrics.clone())
+        .map_err(|e| GatewayError::runtime("starting the verdict watcher", e))?;
+    Ok(Some(adm))
 }
 
 /// SIGHUP — or a change to any of the files involved, noticed by polling
