@@ -207,127 +207,147 @@ pub(super) fn check(
         CertCheck::KeySize {
             rsa_min_bits,
             ec_min_bits,
-        } => {
-            let desc = format!(
-                "{:?} {}",
-                leaf.key,
-                leaf.key_bits.map(|b| b.to_string()).unwrap_or("?".into())
-            );
-            match (leaf.key, leaf.key_bits) {
-                (KeyKind::Rsa, Some(b)) if b < *rsa_min_bits => out.fail(format!(
-                    "{at}: RSA-{b} key, policy needs ≥ {rsa_min_bits} ({})",
-                    leaf.subject
-                )),
-                (KeyKind::Ec, Some(b)) if b < *ec_min_bits => out.fail(format!(
-                    "{at}: EC-{b} key, policy needs ≥ {ec_min_bits} ({})",
-                    leaf.subject
-                )),
-                (KeyKind::Rsa | KeyKind::Ec | KeyKind::Ed25519, Some(_)) => {
-                    out.ok(format!("{at}: {} key", desc.to_uppercase()))
-                }
-                _ => out.error(format!("{at}: key type/size not recognised ({desc})")),
-            }
-        }
-        CertCheck::Signature { forbidden } => {
-            for (i, der) in chain.iter().enumerate() {
-                match CertFacts::parse(der) {
-                    // A self-issued root's own signature is not relied upon.
-                    Ok(f) if i > 0 && f.self_issued => {}
-                    Ok(f) => match f.signature_hash {
-                        Some(h) if forbidden.contains(&h) => out.fail(format!(
-                            "{at}: certificate #{i} ({}) is signed with {}",
-                            f.subject, f.signature
-                        )),
-                        _ => out.ok(format!(
-                            "{at}: certificate #{i} signed with {}",
-                            f.signature
-                        )),
-                    },
-                    Err(e) => out.fail(format!("{at}: certificate #{i} {e}")),
-                }
-            }
-        }
+        } => key_size(&leaf, at, *rsa_min_bits, *ec_min_bits, out),
+        CertCheck::Signature { forbidden } => signatures(chain, at, forbidden, out),
         CertCheck::ChainTrusted { bundle } => {
             let path = match &ctx.trust_bundle {
                 Some(p) => p.clone(),
                 None => bundle_path(control, bundle),
             };
-            match verify_chain(chain, &path, ctx.now_unix) {
-                Ok(()) => out.ok(format!(
-                    "{at}: chain verifies to a trust anchor in {}",
-                    path.display()
-                )),
-                Err(ChainError::Bundle(e)) => {
-                    out.error(format!("trust bundle {}: {e}", path.display()))
-                }
-                Err(ChainError::Untrusted(e)) => out.fail(format!(
-                    "{at}: chain for {} (issuer {}) does not verify against {}: {e}",
-                    leaf.subject,
-                    leaf.issuer,
-                    path.display()
-                )),
-            }
+            chain_trusted(chain, &path, &leaf, ctx, at, out)
         }
-        CertCheck::Expiry { min_days } => {
-            let now = ctx.now_unix;
-            if now < leaf.not_before {
-                out.fail(format!(
-                    "{at}: certificate not valid before {}",
-                    day(leaf.not_before)
-                ));
-            } else if now > leaf.not_after {
-                out.fail(format!(
-                    "{at}: certificate expired on {}",
-                    day(leaf.not_after)
-                ));
-            } else {
-                let left = (leaf.not_after - now) / 86_400;
-                if left < *min_days as i64 {
-                    out.fail(format!(
-                        "{at}: certificate expires {} ({left} days), policy needs ≥ {min_days}",
-                        day(leaf.not_after)
-                    ));
-                } else {
-                    out.ok(format!(
-                        "{at}: certificate valid until {} ({left} days)",
-                        day(leaf.not_after)
-                    ));
-                }
-            }
-        }
-        CertCheck::Hostname => {
-            let name = match ep.hostname.parse::<std::net::IpAddr>() {
-                Ok(ip) => ServerName::IpAddress(ip.into()),
-                Err(_) => match ServerName::try_from(ep.hostname.clone()) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        return out
-                            .error(format!("{at}: {:?} is not a valid hostname", ep.hostname))
-                    }
-                },
-            };
-            let der = CertificateDer::from(chain[0].as_slice());
-            match webpki::EndEntityCert::try_from(&der) {
-                Err(e) => out.fail(format!("{at}: leaf rejected: {e}")),
-                Ok(ee) => match ee.verify_is_valid_for_subject_name(&name) {
-                    Ok(()) => out.ok(format!("{at}: certificate is valid for {}", ep.hostname)),
-                    Err(_) if leaf.san.is_empty() => out.fail(format!(
-                        "{at}: certificate ({}) has no subjectAltName, so it is valid for no name (clients ignore the CN); expected {}",
-                        leaf.subject, ep.hostname
-                    )),
-                    Err(_) => out.fail(format!(
-                        "{at}: certificate is valid for {}, not {}",
-                        leaf.san.join(", "),
-                        ep.hostname
-                    )),
-                },
-            }
-        }
+        CertCheck::Expiry { min_days } => expiry(&leaf, ctx.now_unix, *min_days, at, out),
+        CertCheck::Hostname => hostname(ep, chain, &leaf, out),
         CertCheck::ServerAuthEku => match leaf.server_auth_eku {
             Some(true) => out.ok(format!("{at}: extendedKeyUsage includes serverAuth")),
             Some(false) => out.fail(format!("{at}: extendedKeyUsage lacks serverAuth")),
             None => out.fail(format!(
                 "{at}: certificate has no extendedKeyUsage extension"
+            )),
+        },
+    }
+}
+
+/// The leaf's public key is at least as large as the policy asks.
+fn key_size(leaf: &CertFacts, at: &str, rsa_min_bits: u32, ec_min_bits: u32, out: &mut Outcome) {
+    let desc = format!(
+        "{:?} {}",
+        leaf.key,
+        leaf.key_bits.map(|b| b.to_string()).unwrap_or("?".into())
+    );
+    match (leaf.key, leaf.key_bits) {
+        (KeyKind::Rsa, Some(b)) if b < rsa_min_bits => out.fail(format!(
+            "{at}: RSA-{b} key, policy needs ≥ {rsa_min_bits} ({})",
+            leaf.subject
+        )),
+        (KeyKind::Ec, Some(b)) if b < ec_min_bits => out.fail(format!(
+            "{at}: EC-{b} key, policy needs ≥ {ec_min_bits} ({})",
+            leaf.subject
+        )),
+        (KeyKind::Rsa | KeyKind::Ec | KeyKind::Ed25519, Some(_)) => {
+            out.ok(format!("{at}: {} key", desc.to_uppercase()))
+        }
+        _ => out.error(format!("{at}: key type/size not recognised ({desc})")),
+    }
+}
+
+/// No certificate of the chain (but a self-issued anchor) is signed with a
+/// forbidden hash.
+fn signatures(chain: &[Vec<u8>], at: &str, forbidden: &[SigHash], out: &mut Outcome) {
+    for (i, der) in chain.iter().enumerate() {
+        match CertFacts::parse(der) {
+            // A self-issued root's own signature is not relied upon.
+            Ok(f) if i > 0 && f.self_issued => {}
+            Ok(f) => match f.signature_hash {
+                Some(h) if forbidden.contains(&h) => out.fail(format!(
+                    "{at}: certificate #{i} ({}) is signed with {}",
+                    f.subject, f.signature
+                )),
+                _ => out.ok(format!(
+                    "{at}: certificate #{i} signed with {}",
+                    f.signature
+                )),
+            },
+            Err(e) => out.fail(format!("{at}: certificate #{i} {e}")),
+        }
+    }
+}
+
+/// The chain verifies to an anchor in the trust bundle at `path`.
+fn chain_trusted(
+    chain: &[Vec<u8>],
+    path: &std::path::Path,
+    leaf: &CertFacts,
+    ctx: &CheckContext,
+    at: &str,
+    out: &mut Outcome,
+) {
+    match verify_chain(chain, path, ctx.now_unix) {
+        Ok(()) => out.ok(format!(
+            "{at}: chain verifies to a trust anchor in {}",
+            path.display()
+        )),
+        Err(ChainError::Bundle(e)) => out.error(format!("trust bundle {}: {e}", path.display())),
+        Err(ChainError::Untrusted(e)) => out.fail(format!(
+            "{at}: chain for {} (issuer {}) does not verify against {}: {e}",
+            leaf.subject,
+            leaf.issuer,
+            path.display()
+        )),
+    }
+}
+
+/// The leaf is valid now and for at least `min_days` more.
+fn expiry(leaf: &CertFacts, now: i64, min_days: u32, at: &str, out: &mut Outcome) {
+    if now < leaf.not_before {
+        out.fail(format!(
+            "{at}: certificate not valid before {}",
+            day(leaf.not_before)
+        ));
+    } else if now > leaf.not_after {
+        out.fail(format!(
+            "{at}: certificate expired on {}",
+            day(leaf.not_after)
+        ));
+    } else {
+        let left = (leaf.not_after - now) / 86_400;
+        if left < min_days as i64 {
+            out.fail(format!(
+                "{at}: certificate expires {} ({left} days), policy needs ≥ {min_days}",
+                day(leaf.not_after)
+            ));
+        } else {
+            out.ok(format!(
+                "{at}: certificate valid until {} ({left} days)",
+                day(leaf.not_after)
+            ));
+        }
+    }
+}
+
+/// The leaf is valid for the endpoint's hostname, as clients check it.
+fn hostname(ep: &EndpointFacts, chain: &[Vec<u8>], leaf: &CertFacts, out: &mut Outcome) {
+    let at = &ep.label;
+    let name = match ep.hostname.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => match ServerName::try_from(ep.hostname.clone()) {
+            Ok(n) => n,
+            Err(_) => return out.error(format!("{at}: {:?} is not a valid hostname", ep.hostname)),
+        },
+    };
+    let der = CertificateDer::from(chain[0].as_slice());
+    match webpki::EndEntityCert::try_from(&der) {
+        Err(e) => out.fail(format!("{at}: leaf rejected: {e}")),
+        Ok(ee) => match ee.verify_is_valid_for_subject_name(&name) {
+            Ok(()) => out.ok(format!("{at}: certificate is valid for {}", ep.hostname)),
+            Err(_) if leaf.san.is_empty() => out.fail(format!(
+                "{at}: certificate ({}) has no subjectAltName, so it is valid for no name (clients ignore the CN); expected {}",
+                leaf.subject, ep.hostname
+            )),
+            Err(_) => out.fail(format!(
+                "{at}: certificate is valid for {}, not {}",
+                leaf.san.join(", "),
+                ep.hostname
             )),
         },
     }
