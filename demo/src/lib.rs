@@ -82,6 +82,21 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), GatewayErro
 
     certs::signing::ensure_service_keys(pki.dir())
         .map_err(|e| GatewayError::runtime("the demo PKI's signing keys", e))?;
+    let files = write_files(opts, &dir)?;
+    let lines = try_lines(opts, &dir, &pki, &registry, &files);
+    Ok((files.config, lines))
+}
+
+/// What the demo writes besides the PKI.
+struct DemoFiles {
+    config: PathBuf,
+    inventory: PathBuf,
+    scan_dir: PathBuf,
+    verdicts: PathBuf,
+}
+
+/// The scan policies, Gia Lai's inventory and the gateway config.
+fn write_files(opts: &DemoOptions, dir: &Path) -> Result<DemoFiles, GatewayError> {
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text)
             .map_err(|e| GatewayError::runtime(format!("writing {}", path.display()), e))
@@ -133,7 +148,23 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), GatewayErro
         aport = opts.admin_port
     );
     write(&config_path, &config)?;
+    Ok(DemoFiles {
+        config: config_path,
+        inventory,
+        scan_dir,
+        verdicts,
+    })
+}
 
+/// The commands to paste, in the order they tell the story.
+fn try_lines(
+    opts: &DemoOptions,
+    dir: &Path,
+    pki: &DevPki,
+    registry: &Registry,
+    files: &DemoFiles,
+) -> Vec<String> {
+    let (inventory, scan_dir, verdicts) = (&files.inventory, &files.scan_dir, &files.verdicts);
     let curl = |agency: &str, extra: &str, path: &str| {
         format!(
             "curl --cert {c} --key {k} --cacert {ca} {extra}https://localhost:{port}{path}",
@@ -149,7 +180,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), GatewayErro
         .find(|a| a.status == AgencyStatus::Suspended)
         .map(|a| a.id.clone())
         .unwrap_or_else(|| "saomai-telecom".into());
-    let lines = vec![
+    vec![
         "# 1. allowed: Hà Nội looks up a citizen, stating why (200)".to_owned(),
         curl(
             "hanoi",
@@ -212,8 +243,7 @@ pub fn prepare(opts: &DemoOptions) -> Result<(PathBuf, Vec<String>), GatewayErro
             dir = dir.display(),
             pki = pki.dir().display()
         ),
-    ];
-    Ok((config_path, lines))
+    ]
 }
 
 /// This binary's path, so printed commands work when pasted.
