@@ -199,100 +199,15 @@ impl Registry {
                     format!("agencies: duplicate agency id {:?}", a.id.value),
                 ));
             }
-            let idx = agencies.len();
-            let dup = |what: &str| {
-                ConfigError::at(
-                    path,
-                    &a.identity.referenced,
-                    format!(
-                        "agency {:?}: identity {what} is already used by another agency",
-                        a.id.value
-                    ),
-                )
-            };
-            match &a.identity.value {
-                RawIdentity::UriSan(u) => {
-                    if by_uri.insert(u.clone(), idx).is_some() {
-                        return Err(dup(u));
-                    }
-                }
-                RawIdentity::Sha256Pin(p) => {
-                    let p = p.to_ascii_lowercase().replace(':', "");
-                    if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(ConfigError::at(
-                            path,
-                            &a.identity.referenced,
-                            format!(
-                                "agency {:?}: sha256_pin must be 64 hex digits (colons allowed)",
-                                a.id.value
-                            ),
-                        ));
-                    }
-                    if by_pin.insert(p.clone(), idx).is_some() {
-                        return Err(dup(&p));
-                    }
-                }
-                RawIdentity::Subject(s) => {
-                    if s.o.is_none() && s.ou.is_none() && s.cn.is_none() {
-                        return Err(ConfigError::at(
-                            path,
-                            &a.identity.referenced,
-                            format!(
-                                "agency {:?}: subject match needs at least one of o, ou, cn",
-                                a.id.value
-                            ),
-                        ));
-                    }
-                    if by_subject.iter().any(|(m, _)| m == s) {
-                        return Err(dup("subject"));
-                    }
-                    by_subject.push((s.clone(), idx));
-                }
-            }
-            let mut allowed = Vec::new();
-            for r in &a.allow {
-                let i = route_index.get(&r.value).ok_or_else(|| {
-                    ConfigError::at(
-                        path,
-                        &r.referenced,
-                        format!(
-                            "agency {:?}: allow names unknown route id {:?} (declared: {})",
-                            a.id.value,
-                            r.value,
-                            route_index.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?;
-                allowed.push(*i);
-            }
-            let check_quota = |q: &Spanned<QuotaSpec>| {
-                q.value.validate().map_err(|why| {
-                    ConfigError::at(
-                        path,
-                        &q.referenced,
-                        format!("agency {:?}: {why}", a.id.value),
-                    )
-                })
-            };
-            if let Some(q) = &a.quota {
-                check_quota(q)?;
-            }
-            let mut route_quotas = Vec::new();
-            for (route, q) in &a.route_quota {
-                check_quota(q)?;
-                if !route_index.contains_key(route) {
-                    return Err(ConfigError::at(
-                        path,
-                        &q.referenced,
-                        format!(
-                            "agency {:?}: route_quota names unknown route id {route:?}",
-                            a.id.value
-                        ),
-                    ));
-                }
-                route_quotas.push((route.clone(), q.value.clone()));
-            }
-            route_quotas.sort_by(|a, b| a.0.cmp(&b.0));
+            register_identity(
+                path,
+                &a,
+                agencies.len(),
+                &mut by_uri,
+                &mut by_pin,
+                &mut by_subject,
+            )?;
+            let (allowed, route_quotas) = grants(path, &a, &route_index)?;
             agencies.push(Agency {
                 quota: a.quota.map(|q| q.value),
                 route_quotas,
@@ -490,6 +405,125 @@ fn parse_route(path: &Path, r: RawRoute) -> Result<Route, ConfigError> {
         query,
         max_body_bytes,
     })
+}
+
+/// Records how an agency's certificate is recognised; an identity used
+/// twice is a config error (an ambiguous identity is no identity).
+fn register_identity(
+    path: &Path,
+    a: &RawAgency,
+    idx: usize,
+    by_uri: &mut HashMap<String, usize>,
+    by_pin: &mut HashMap<String, usize>,
+    by_subject: &mut Vec<(SubjectMatch, usize)>,
+) -> Result<(), ConfigError> {
+    let dup = |what: &str| {
+        ConfigError::at(
+            path,
+            &a.identity.referenced,
+            format!(
+                "agency {:?}: identity {what} is already used by another agency",
+                a.id.value
+            ),
+        )
+    };
+    match &a.identity.value {
+        RawIdentity::UriSan(u) => {
+            if by_uri.insert(u.clone(), idx).is_some() {
+                return Err(dup(u));
+            }
+        }
+        RawIdentity::Sha256Pin(p) => {
+            let p = p.to_ascii_lowercase().replace(':', "");
+            if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::at(
+                    path,
+                    &a.identity.referenced,
+                    format!(
+                        "agency {:?}: sha256_pin must be 64 hex digits (colons allowed)",
+                        a.id.value
+                    ),
+                ));
+            }
+            if by_pin.insert(p.clone(), idx).is_some() {
+                return Err(dup(&p));
+            }
+        }
+        RawIdentity::Subject(s) => {
+            if s.o.is_none() && s.ou.is_none() && s.cn.is_none() {
+                return Err(ConfigError::at(
+                    path,
+                    &a.identity.referenced,
+                    format!(
+                        "agency {:?}: subject match needs at least one of o, ou, cn",
+                        a.id.value
+                    ),
+                ));
+            }
+            if by_subject.iter().any(|(m, _)| m == s) {
+                return Err(dup("subject"));
+            }
+            by_subject.push((s.clone(), idx));
+        }
+    }
+    Ok(())
+}
+
+/// Route indices an agency may call, and its per-route quota overrides.
+type Grants = (Vec<usize>, Vec<(String, QuotaSpec)>);
+
+/// The routes an agency is granted, and its per-route quotas, checked
+/// against the catalogue.
+fn grants(
+    path: &Path,
+    a: &RawAgency,
+    route_index: &HashMap<String, usize>,
+) -> Result<Grants, ConfigError> {
+    let mut allowed = Vec::new();
+    for r in &a.allow {
+        let i = route_index.get(&r.value).ok_or_else(|| {
+            ConfigError::at(
+                path,
+                &r.referenced,
+                format!(
+                    "agency {:?}: allow names unknown route id {:?} (declared: {})",
+                    a.id.value,
+                    r.value,
+                    route_index.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        allowed.push(*i);
+    }
+    let check_quota = |q: &Spanned<QuotaSpec>| {
+        q.value.validate().map_err(|why| {
+            ConfigError::at(
+                path,
+                &q.referenced,
+                format!("agency {:?}: {why}", a.id.value),
+            )
+        })
+    };
+    if let Some(q) = &a.quota {
+        check_quota(q)?;
+    }
+    let mut route_quotas = Vec::new();
+    for (route, q) in &a.route_quota {
+        check_quota(q)?;
+        if !route_index.contains_key(route) {
+            return Err(ConfigError::at(
+                path,
+                &q.referenced,
+                format!(
+                    "agency {:?}: route_quota names unknown route id {route:?}",
+                    a.id.value
+                ),
+            ));
+        }
+        route_quotas.push((route.clone(), q.value.clone()));
+    }
+    route_quotas.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((allowed, route_quotas))
 }
 
 #[cfg(test)]
