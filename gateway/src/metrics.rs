@@ -51,6 +51,25 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+/// Request latencies: 1 ms to 10 s.
+fn latency_histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]),
+        labels,
+    )
+    .expect("static metric definition");
+    r.register(Box::new(h.clone())).expect("unique metric name");
+    h
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
     r.register(Box::new(g.clone())).expect("unique metric name");
@@ -60,59 +79,37 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "popgate_request_duration_seconds",
-                "Time from request head to response head, by agency and route",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-            &["agency", "route"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(duration.clone()))
-            .expect("unique metric name");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "popgate_build_info",
-                "Always 1; the version label says which build runs",
-            ),
+        let build_info = gauge_vec(
+            &r,
+            "popgate_build_info",
+            "Always 1; the version label says which build runs",
             &["version"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(build_info.clone()))
-            .expect("unique metric name");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "popgate_upstream_duration_seconds",
-                "Time from choosing the upstream to its response head, by route",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+        let duration = latency_histogram(
+            &r,
+            "popgate_request_duration_seconds",
+            "Time from request head to response head, by agency and route",
+            &["agency", "route"],
+        );
+        let upstream_duration = latency_histogram(
+            &r,
+            "popgate_upstream_duration_seconds",
+            "Time from choosing the upstream to its response head, by route",
             &["route"],
-        )
-        .expect("static metric definition");
-        r.register(Box::new(upstream_duration.clone()))
-            .expect("unique metric name");
-        let tls_handshakes = IntCounter::new(
+        );
+        let tls_handshakes = counter(
+            &r,
             "popgate_tls_handshakes_total",
             "Handshakes whose client certificate was verified",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(tls_handshakes.clone()))
-            .expect("unique metric name");
-        let client_closed = IntCounter::new(
+        );
+        let client_closed = counter(
+            &r,
             "popgate_client_closed_total",
             "Forwarded requests whose agency reset or closed the connection before the end",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(client_closed.clone()))
-            .expect("unique metric name");
+        );
         Metrics {
             client_closed,
             audit_checkpoints: gauge(
