@@ -323,41 +323,10 @@ fn check_checkpoints(
         let cp: Checkpoint =
             serde_json::from_slice(line).map_err(|e| at(format!("not a checkpoint: {e}")))?;
         cp.verify(key).map_err(at)?;
-        if cp.segment != n {
-            return Err(at(format!(
-                "checkpoint names segment {} but lies beside segment {n}: moved or forged",
-                cp.segment
-            )));
-        }
-        if cp.seq < records.first_seq.saturating_sub(1) {
-            return Err(at(format!(
-                "checkpoint vouches for seq {} which is before this segment (starts at {})",
-                cp.seq, records.first_seq
-            )));
-        }
-        if cp.seq > records.last_seq() {
-            return Err(records.at(
-                records.hashes.len() as u64,
-                format!(
-                    "records after seq {} are missing: the checkpoint of {} vouches for seq {}, so the segment was truncated after it was checkpointed",
-                    records.last_seq(),
-                    cp.time,
-                    cp.seq
-                ),
-            ));
-        }
-        if cp.seq >= records.first_seq {
-            let line_no = cp.seq - records.first_seq + 1;
-            if records.hashes[(line_no - 1) as usize] != cp.hash {
-                return Err(records.at(
-                    line_no,
-                    format!(
-                        "record seq {} is not the one the checkpoint of {} vouches for: it (or a record before it) was rewritten after being checkpointed",
-                        cp.seq, cp.time
-                    ),
-                ));
-            }
-        }
+        vouches(&cp, n, records).map_err(|e| match e {
+            Located::Checkpoint(what) => at(what),
+            Located::Records(f) => f,
+        })?;
         match cp.kind {
             CheckpointKind::Closed => closed = Some(cp.clone()),
             CheckpointKind::Opened => match closed.take() {
@@ -385,29 +354,87 @@ fn check_checkpoints(
             ));
         }
     }
-    if is_open && !records.hashes.is_empty() && newest < records.last_seq() {
-        let first_unvouched = (newest + 1 - records.first_seq) as usize;
-        let from = &records.times[first_unvouched];
-        let to = records.times.last().unwrap_or(from);
-        let span = match (record::parse_time(from), record::parse_time(to)) {
-            (Some(a), Some(b)) => b - a,
-            _ => {
-                return Err(records.at(
-                    first_unvouched as u64 + 1,
-                    format!("record time {from:?} is not an RFC 3339 time"),
-                ))
-            }
-        };
-        if span > MAX_UNCHECKPOINTED_SPAN {
-            return Err(records.at(
-                first_unvouched as u64 + 1,
-                format!(
-                    "records from {from} to {to} ({:.0} s) carry no checkpoint, but popgate checkpoints within a second of writing: checkpoints were removed or these records rewritten",
-                    span.as_seconds_f64()
-                ),
-            ));
-        }
-        summary.unvouched = records.last_seq() - newest;
+    if is_open {
+        summary.unvouched = unvouched_tail(records, newest)?;
     }
     Ok(count)
+}
+
+/// Where a checkpoint's problem is: in the checkpoint file, or in the
+/// records it vouches for.
+enum Located {
+    Checkpoint(String),
+    Records(Finding),
+}
+
+/// A checkpoint of segment `n` must vouch for a record of it that is there
+/// and unchanged.
+fn vouches(cp: &Checkpoint, n: u64, records: &Records) -> Result<(), Located> {
+    if cp.segment != n {
+        return Err(Located::Checkpoint(format!(
+            "checkpoint names segment {} but lies beside segment {n}: moved or forged",
+            cp.segment
+        )));
+    }
+    if cp.seq < records.first_seq.saturating_sub(1) {
+        return Err(Located::Checkpoint(format!(
+            "checkpoint vouches for seq {} which is before this segment (starts at {})",
+            cp.seq, records.first_seq
+        )));
+    }
+    if cp.seq > records.last_seq() {
+        return Err(Located::Records(records.at(
+            records.hashes.len() as u64,
+            format!(
+                "records after seq {} are missing: the checkpoint of {} vouches for seq {}, so the segment was truncated after it was checkpointed",
+                records.last_seq(),
+                cp.time,
+                cp.seq
+            ),
+        )));
+    }
+    if cp.seq >= records.first_seq {
+        let line_no = cp.seq - records.first_seq + 1;
+        if records.hashes[(line_no - 1) as usize] != cp.hash {
+            return Err(Located::Records(records.at(
+                line_no,
+                format!(
+                    "record seq {} is not the one the checkpoint of {} vouches for: it (or a record before it) was rewritten after being checkpointed",
+                    cp.seq, cp.time
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Records after the newest checkpoint are the last instant before a crash
+/// if they span less than checkpoints take to follow writes; a longer
+/// unvouched tail means checkpoints were removed. Returns how many there are.
+fn unvouched_tail(records: &Records, newest: u64) -> Result<u64, Finding> {
+    if records.hashes.is_empty() || newest >= records.last_seq() {
+        return Ok(0);
+    }
+    let first_unvouched = (newest + 1 - records.first_seq) as usize;
+    let from = &records.times[first_unvouched];
+    let to = records.times.last().unwrap_or(from);
+    let span = match (record::parse_time(from), record::parse_time(to)) {
+        (Some(a), Some(b)) => b - a,
+        _ => {
+            return Err(records.at(
+                first_unvouched as u64 + 1,
+                format!("record time {from:?} is not an RFC 3339 time"),
+            ))
+        }
+    };
+    if span > MAX_UNCHECKPOINTED_SPAN {
+        return Err(records.at(
+            first_unvouched as u64 + 1,
+            format!(
+                "records from {from} to {to} ({:.0} s) carry no checkpoint, but popgate checkpoints within a second of writing: checkpoints were removed or these records rewritten",
+                span.as_seconds_f64()
+            ),
+        ));
+    }
+    Ok(records.last_seq() - newest)
 }
