@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{Report, SystemResult};
+use super::{ControlResult, Report, Summary, SystemReport, SystemResult};
 use crate::checks::Status;
 
 fn esc(s: &str) -> String {
@@ -74,8 +74,21 @@ fn pct(n: u32, of: u32) -> f64 {
 }
 
 pub fn render_html(r: &Report) -> String {
-    let sm = &r.summary;
     let mut o = String::with_capacity(32 * 1024);
+    page_head(&mut o, r);
+    summary(&mut o, &r.summary);
+    common_failures(&mut o, r);
+    systems_table(&mut o, r);
+    o.push_str("<h2>Details per system</h2>\n");
+    for s in &r.systems {
+        system_details(&mut o, s);
+    }
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// Document head, title and what was scanned when.
+fn page_head(o: &mut String, r: &Report) {
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -96,8 +109,10 @@ pub fn render_html(r: &Report) -> String {
             .map(|s| format!(" · shard {}", esc(s)))
             .unwrap_or_default()
     );
+}
 
-    // Summary.
+/// Counts, the result bar, and the table by agency kind and level.
+fn summary(o: &mut String, sm: &Summary) {
     o.push_str("<h2>Summary</h2>\n<div class=\"cards\">");
     for (label, n, class) in [
         ("systems", sm.systems, ""),
@@ -139,8 +154,10 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     o.push_str("</table>\n");
+}
 
-    // Most common failures across all systems.
+/// The ten controls failed by the most systems.
+fn common_failures(o: &mut String, r: &Report) {
     let mut common: BTreeMap<(String, String), u32> = BTreeMap::new();
     for s in &r.systems {
         for c in s.controls.iter().filter(|c| c.status == Status::Fail) {
@@ -161,7 +178,10 @@ pub fn render_html(r: &Report) -> String {
         }
         o.push_str("</table>\n");
     }
+}
 
+/// One row per system, linking to its details.
+fn systems_table(o: &mut String, r: &Report) {
     o.push_str("<h3>Systems</h3>\n<table><tr><th>system</th><th>agency</th><th class=\"n\">level</th><th>result</th><th class=\"n\">failed controls</th></tr>\n");
     for s in &r.systems {
         let _ = writeln!(
@@ -178,85 +198,89 @@ pub fn render_html(r: &Report) -> String {
         );
     }
     o.push_str("</table>\n");
+}
 
-    // Per system.
-    o.push_str("<h2>Details per system</h2>\n");
-    for s in &r.systems {
-        let _ = writeln!(
-            o,
-            "<section class=\"system\" id=\"sys-{}\"><h3>{} {} — {}</h3>\
-             <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code>{}</p>",
-            anchor(&s.id),
-            result_badge(s.result),
-            esc(&s.id),
-            esc(&s.name),
-            esc(&s.agency),
-            s.agency_kind.name(),
-            s.level,
-            esc(if s.policy_id.is_empty() {
-                "-"
-            } else {
-                &s.policy_id
-            }),
-            match s.policy_sha256.get(..16) {
-                Some(short) if s.policy_sha256.len() > 16 => format!(
-                    " sha256 <code title=\"{}\">{}…</code>",
-                    esc(&s.policy_sha256),
-                    esc(short)
-                ),
-                _ if s.policy_sha256.is_empty() => String::new(),
-                _ => format!(" sha256 <code>{}</code>", esc(&s.policy_sha256)),
-            }
-        );
-        if !s.errors.is_empty() {
-            o.push_str("<ul class=\"scan-errors\">");
-            for e in &s.errors {
-                let _ = write!(o, "<li>{}</li>", esc(e));
-            }
-            o.push_str("</ul>\n");
+/// One system: its result, policy, scan errors and every control.
+fn system_details(o: &mut String, s: &SystemReport) {
+    let _ = writeln!(
+        o,
+        "<section class=\"system\" id=\"sys-{}\"><h3>{} {} — {}</h3>\
+         <p class=\"meta\">agency {} ({}) · level {} · policy <code>{}</code>{}</p>",
+        anchor(&s.id),
+        result_badge(s.result),
+        esc(&s.id),
+        esc(&s.name),
+        esc(&s.agency),
+        s.agency_kind.name(),
+        s.level,
+        esc(if s.policy_id.is_empty() {
+            "-"
+        } else {
+            &s.policy_id
+        }),
+        match s.policy_sha256.get(..16) {
+            Some(short) if s.policy_sha256.len() > 16 => format!(
+                " sha256 <code title=\"{}\">{}…</code>",
+                esc(&s.policy_sha256),
+                esc(short)
+            ),
+            _ if s.policy_sha256.is_empty() => String::new(),
+            _ => format!(" sha256 <code>{}</code>", esc(&s.policy_sha256)),
         }
-        if !s.controls.is_empty() {
-            o.push_str("<table><tr><th>status</th><th>severity</th><th>control</th><th>evidence</th></tr>\n");
-            for c in &s.controls {
-                let lines: &[String] = match c.status {
-                    Status::Fail | Status::Waived => &c.failures,
-                    Status::Error => &c.errors,
-                    _ => &c.evidence,
-                };
-                let _ = write!(
-                    o,
-                    "<tr><td>{}</td><td>{}</td><td><code>{}</code><br>{}</td><td><ul class=\"ev\">",
-                    badge(c.status),
-                    c.severity.name(),
-                    esc(&c.id),
-                    esc(&c.title)
-                );
-                for l in lines {
-                    let _ = write!(o, "<li>{}</li>", esc(l));
-                }
-                o.push_str("</ul>");
-                if let Some(w) = &c.waiver {
-                    let _ = write!(
-                        o,
-                        "<div class=\"waiver\">Waiver by {} until {}{}: {}</div>",
-                        esc(&w.approver),
-                        esc(&w.expires),
-                        if w.expired {
-                            " <span class=\"expired\">EXPIRED — not applied</span>"
-                        } else {
-                            ""
-                        },
-                        esc(&w.justification)
-                    );
-                }
-                o.push_str("</td></tr>\n");
-            }
-            o.push_str("</table>\n");
+    );
+    if !s.errors.is_empty() {
+        o.push_str("<ul class=\"scan-errors\">");
+        for e in &s.errors {
+            let _ = write!(o, "<li>{}</li>", esc(e));
         }
-        o.push_str("</section>\n");
+        o.push_str("</ul>\n");
     }
-    o.push_str("</body></html>\n");
-    o
+    if !s.controls.is_empty() {
+        o.push_str(
+            "<table><tr><th>status</th><th>severity</th><th>control</th><th>evidence</th></tr>\n",
+        );
+        for c in &s.controls {
+            control_row(o, c);
+        }
+        o.push_str("</table>\n");
+    }
+    o.push_str("</section>\n");
+}
+
+/// One control: status, severity, title, the evidence behind it, waiver.
+fn control_row(o: &mut String, c: &ControlResult) {
+    let lines: &[String] = match c.status {
+        Status::Fail | Status::Waived => &c.failures,
+        Status::Error => &c.errors,
+        _ => &c.evidence,
+    };
+    let _ = write!(
+        o,
+        "<tr><td>{}</td><td>{}</td><td><code>{}</code><br>{}</td><td><ul class=\"ev\">",
+        badge(c.status),
+        c.severity.name(),
+        esc(&c.id),
+        esc(&c.title)
+    );
+    for l in lines {
+        let _ = write!(o, "<li>{}</li>", esc(l));
+    }
+    o.push_str("</ul>");
+    if let Some(w) = &c.waiver {
+        let _ = write!(
+            o,
+            "<div class=\"waiver\">Waiver by {} until {}{}: {}</div>",
+            esc(&w.approver),
+            esc(&w.expires),
+            if w.expired {
+                " <span class=\"expired\">EXPIRED — not applied</span>"
+            } else {
+                ""
+            },
+            esc(&w.justification)
+        );
+    }
+    o.push_str("</td></tr>\n");
 }
 
 #[cfg(test)]
