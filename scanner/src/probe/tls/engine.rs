@@ -18,7 +18,9 @@ use std::sync::Arc;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 
-use super::evidence::{FallbackScsv, OfferedSuite, Protocol, ProtocolSupport, TlsEvidence};
+use super::evidence::{
+    FallbackScsv, OfferedGroup, OfferedSuite, Protocol, ProtocolSupport, TlsEvidence,
+};
 use super::exchange::{exchange, Answer, ExchangeError, Flight, Target};
 use super::wire::{
     HelloSpec, KeyExchange, ALERT_INAPPROPRIATE_FALLBACK, SSL3, TLS10, TLS11, TLS12, TLS13,
@@ -188,102 +190,150 @@ pub async fn probe(target: Target, limits: &ProbeLimits) -> Result<TlsEvidence, 
         Some(n) => format!("{n} ({})", target.addr),
         None => target.addr.to_string(),
     };
-    let err = |error| ProbeError {
-        endpoint: endpoint.clone(),
-        error,
-    };
     let prober = Prober {
         gate: Arc::new(Semaphore::new(limits.parallel.max(1))),
         target,
     };
+    prober
+        .evidence()
+        .await
+        .map_err(|error| ProbeError { endpoint, error })
+}
 
-    let detected = join_all(TESTED.iter().map(|&p| prober.detect(p))).await;
-    let mut offered: Vec<(Protocol, Option<Flight>)> = Vec::new();
-    for (p, r) in TESTED.iter().zip(detected) {
-        if let Some(f) = r.map_err(err)? {
-            offered.push((*p, Some(f)));
+/// A protocol version the endpoint answered, with the flight it sent.
+type Offered = (Protocol, Option<Flight>);
+
+impl Prober {
+    /// Everything about the endpoint, in the order each step needs the
+    /// one before: versions, suites, groups, legacy facts, downgrade.
+    async fn evidence(&self) -> Result<TlsEvidence, ExchangeError> {
+        let offered = self.offered_protocols().await?;
+        let protocols = self.protocols(&offered).await?;
+        // The newest legacy (≤ 1.2) handshake carries chain, renegotiation and
+        // key-exchange facts.
+        let legacy = offered
+            .iter()
+            .rev()
+            .find(|(p, _)| *p != Protocol::Tls13)
+            .and_then(|(p, f)| f.clone().map(|f| (*p, f)));
+        let tls13 = offered.iter().any(|(p, _)| *p == Protocol::Tls13);
+        let mut ev = TlsEvidence {
+            protocols,
+            source: "popscan-tls".to_string(),
+            ..TlsEvidence::default()
+        };
+        ev.groups = self.groups(&ev, tls13, legacy.as_ref()).await?;
+        match &legacy {
+            Some((p, flight)) => self.legacy_facts(&mut ev, *p, flight).await?,
+            None if tls13 => {
+                // TLS 1.3 has neither compression nor renegotiation; the
+                // chain is encrypted, so a real handshake fetches it.
+                ev.compression = Some(false);
+                ev.chain = chain13::fetch(&self.target).await?;
+            }
+            None => {}
         }
+        ev.fallback_scsv = self.fallback(&ev).await?;
+        Ok(ev)
     }
 
-    let enumerated = join_all(offered.iter().map(|(p, _)| prober.enumerate(*p))).await;
-    let mut protocols: Vec<ProtocolSupport> = Vec::new();
-    for p in TESTED {
-        match offered.iter().position(|(q, _)| *q == p) {
-            Some(_) => {}
-            None => protocols.push(ProtocolSupport {
-                protocol: p,
-                offered: false,
-                suites: Vec::new(),
-                server_order: None,
-            }),
-        }
-    }
-    for r in enumerated {
-        protocols.push(r.map_err(err)?);
-    }
-    protocols.sort_by_key(|p| p.protocol);
-
-    // The newest legacy (≤ 1.2) handshake carries chain, renegotiation and
-    // key-exchange facts.
-    let legacy = offered
-        .iter()
-        .rev()
-        .find(|(p, _)| *p != Protocol::Tls13)
-        .and_then(|(p, f)| f.clone().map(|f| (*p, f)));
-    let tls13 = offered.iter().any(|(p, _)| *p == Protocol::Tls13);
-
-    let mut ev = TlsEvidence {
-        protocols,
-        source: "popscan-tls".to_string(),
-        ..TlsEvidence::default()
-    };
-
-    // Groups.
-    if tls13 {
-        let checks = join_all(groups::GROUPS.iter().map(|(g, _)| prober.tls13_group(*g))).await;
-        let mut found = Vec::new();
-        for ((g, _), r) in groups::GROUPS.iter().zip(checks) {
-            if r.map_err(err)? {
-                found.push(groups::offered(*g));
+    /// The versions the endpoint answers, each detected with one hello.
+    async fn offered_protocols(&self) -> Result<Vec<Offered>, ExchangeError> {
+        let detected = join_all(TESTED.iter().map(|&p| self.detect(p))).await;
+        let mut offered: Vec<(Protocol, Option<Flight>)> = Vec::new();
+        for (p, r) in TESTED.iter().zip(detected) {
+            if let Some(f) = r? {
+                offered.push((*p, Some(f)));
             }
         }
-        ev.groups = Some(found);
-    } else if let Some((p, _)) = &legacy {
-        let ecdhe: Vec<u16> = offered_suites(&ev, *p)
-            .filter(|s| suites::by_id(s.id).is_some_and(|s| s.is_ecdhe()))
-            .map(|s| s.id)
-            .collect();
-        if ecdhe.is_empty() {
-            ev.groups = Some(Vec::new());
-        } else {
-            let ec: Vec<u16> = groups::GROUPS
-                .iter()
-                .map(|(g, _)| *g)
-                .filter(|g| !groups::is_ffdhe(*g))
-                .collect();
-            let checks = join_all(ec.iter().map(|g| prober.tls12_group(*p, &ecdhe, *g))).await;
+        Ok(offered)
+    }
+
+    /// Suites of every offered version (by elimination), and a "not
+    /// offered" entry for every other tested version.
+    async fn protocols(&self, offered: &[Offered]) -> Result<Vec<ProtocolSupport>, ExchangeError> {
+        let enumerated = join_all(offered.iter().map(|(p, _)| self.enumerate(*p))).await;
+        let mut protocols: Vec<ProtocolSupport> = Vec::new();
+        for p in TESTED {
+            match offered.iter().position(|(q, _)| *q == p) {
+                Some(_) => {}
+                None => protocols.push(ProtocolSupport {
+                    protocol: p,
+                    offered: false,
+                    suites: Vec::new(),
+                    server_order: None,
+                }),
+            }
+        }
+        for r in enumerated {
+            protocols.push(r?);
+        }
+        protocols.sort_by_key(|p| p.protocol);
+        Ok(protocols)
+    }
+
+    /// Named groups: through HelloRetryRequest on TLS 1.3, else one
+    /// ECDHE hello per curve on the newest legacy version.
+    async fn groups(
+        &self,
+        ev: &TlsEvidence,
+        tls13: bool,
+        legacy: Option<&(Protocol, Flight)>,
+    ) -> Result<Option<Vec<OfferedGroup>>, ExchangeError> {
+        if tls13 {
+            let checks = join_all(groups::GROUPS.iter().map(|(g, _)| self.tls13_group(*g))).await;
             let mut found = Vec::new();
-            for (g, r) in ec.iter().zip(checks) {
-                if r.map_err(err)? {
+            for ((g, _), r) in groups::GROUPS.iter().zip(checks) {
+                if r? {
                     found.push(groups::offered(*g));
                 }
             }
-            ev.groups = Some(found);
+            return Ok(Some(found));
+        } else if let Some((p, _)) = legacy {
+            let ecdhe: Vec<u16> = offered_suites(ev, *p)
+                .filter(|s| suites::by_id(s.id).is_some_and(|s| s.is_ecdhe()))
+                .map(|s| s.id)
+                .collect();
+            if ecdhe.is_empty() {
+                return Ok(Some(Vec::new()));
+            } else {
+                let ec: Vec<u16> = groups::GROUPS
+                    .iter()
+                    .map(|(g, _)| *g)
+                    .filter(|g| !groups::is_ffdhe(*g))
+                    .collect();
+                let checks = join_all(ec.iter().map(|g| self.tls12_group(*p, &ecdhe, *g))).await;
+                let mut found = Vec::new();
+                for (g, r) in ec.iter().zip(checks) {
+                    if r? {
+                        found.push(groups::offered(*g));
+                    }
+                }
+                return Ok(Some(found));
+            }
         }
+        Ok(None)
     }
 
-    if let Some((p, flight)) = &legacy {
+    /// What the newest legacy handshake says: renegotiation, chain, DHE
+    /// prime size, compression.
+    async fn legacy_facts(
+        &self,
+        ev: &mut TlsEvidence,
+        p: Protocol,
+        flight: &Flight,
+    ) -> Result<(), ExchangeError> {
         ev.secure_renegotiation = Some(flight.hello.secure_renegotiation);
         ev.chain = flight.chain.clone().unwrap_or_default();
 
         // DHE prime size, from a handshake that allows only DHE suites.
-        let dhe: Vec<u16> = offered_suites(&ev, *p)
+        let dhe: Vec<u16> = offered_suites(ev, p)
             .filter(|s| suites::by_id(s.id).is_some_and(|s| s.is_dhe()))
             .map(|s| s.id)
             .collect();
         if !dhe.is_empty() {
-            let spec = prober.hello(*p, dhe);
-            if let Answer::Hello(f) = prober.send(&spec, true).await.map_err(err)? {
+            let spec = self.hello(p, dhe);
+            if let Answer::Hello(f) = self.send(&spec, true).await? {
                 if let Some(KeyExchange::Dhe { prime_bits }) = f.key_exchange {
                     ev.dhe_bits = Some(prime_bits);
                 }
@@ -291,38 +341,35 @@ pub async fn probe(target: Target, limits: &ProbeLimits) -> Result<TlsEvidence, 
         }
 
         // Compression (CRIME): offer DEFLATE next to null.
-        let mut spec = prober.hello(*p, candidate_suites(*p));
+        let mut spec = self.hello(p, candidate_suites(p));
         spec.offer_compression = true;
-        ev.compression = match prober.send(&spec, false).await.map_err(err)? {
+        ev.compression = match self.send(&spec, false).await? {
             Answer::Hello(f) => Some(f.hello.compression != 0),
             _ => None,
         };
-    } else if tls13 {
-        // TLS 1.3 has neither compression nor renegotiation; the chain is
-        // encrypted, so a real handshake fetches it.
-        ev.compression = Some(false);
-        ev.chain = chain13::fetch(&prober.target).await.map_err(err)?;
+        Ok(())
     }
 
-    // Downgrade protection: a hello one version below the best, flagged as
-    // a fallback, must be refused.
-    let versions: Vec<Protocol> = ev.offered_protocols();
-    ev.fallback_scsv = if versions.len() < 2 {
-        Some(FallbackScsv::NotApplicable)
-    } else {
-        let lower = versions[versions.len() - 2];
-        let mut spec = prober.hello(lower, candidate_suites(lower));
-        spec.fallback_scsv = true;
-        match prober.send(&spec, false).await.map_err(err)? {
-            Answer::Alert(ALERT_INAPPROPRIATE_FALLBACK) => Some(FallbackScsv::Enforced),
-            Answer::Hello(f) if f.hello.downgrade_sentinel => Some(FallbackScsv::Sentinel),
-            Answer::Hello(_) => Some(FallbackScsv::Ignored),
-            // Refused some other way: not what RFC 7507 asks, not a downgrade
-            // either; leave it unestablished rather than guess.
-            _ => None,
-        }
-    };
-    Ok(ev)
+    /// Downgrade protection: a hello one version below the best, flagged
+    /// as a fallback, must be refused.
+    async fn fallback(&self, ev: &TlsEvidence) -> Result<Option<FallbackScsv>, ExchangeError> {
+        let versions: Vec<Protocol> = ev.offered_protocols();
+        Ok(if versions.len() < 2 {
+            Some(FallbackScsv::NotApplicable)
+        } else {
+            let lower = versions[versions.len() - 2];
+            let mut spec = self.hello(lower, candidate_suites(lower));
+            spec.fallback_scsv = true;
+            match self.send(&spec, false).await? {
+                Answer::Alert(ALERT_INAPPROPRIATE_FALLBACK) => Some(FallbackScsv::Enforced),
+                Answer::Hello(f) if f.hello.downgrade_sentinel => Some(FallbackScsv::Sentinel),
+                Answer::Hello(_) => Some(FallbackScsv::Ignored),
+                // Refused some other way: not what RFC 7507 asks, not a downgrade
+                // either; leave it unestablished rather than guess.
+                _ => None,
+            }
+        })
+    }
 }
 
 fn offered_suites(ev: &TlsEvidence, p: Protocol) -> impl Iterator<Item = &OfferedSuite> {
