@@ -225,103 +225,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             format,
             timeout,
             parallel,
-        } => {
-            let (host, port) = scanner::inventory::split_address(&target)
-                .ok_or_else(|| Failure(2, format!("{target:?}: expected host:port")))?;
-            let addr = scanner::probe::ports::resolve(&host, port)
-                .await
-                .map_err(|e| Failure(3, e))?;
-            let sni = sni.or_else(|| {
-                host.parse::<std::net::IpAddr>()
-                    .is_err()
-                    .then(|| host.clone())
-            });
-            let t = Target {
-                addr,
-                sni,
-                connect_timeout: seconds(timeout),
-                exchange_timeout: seconds(timeout),
-            };
-            let started = std::time::Instant::now();
-            let ev = tls::probe(t, &ProbeLimits { parallel })
-                .await
-                .map_err(|e| Failure(3, e.to_string()))?;
-            let text = match format {
-                ProbeFormat::Json => serde_json::to_string_pretty(&ev).map_err(input)? + "\n",
-                ProbeFormat::Table => {
-                    scanner::probe::tls::render::table(&target, &ev, started.elapsed())
-                }
-            };
-            emit(None, &text)?;
-            Ok(0)
-        }
+        } => probe_command(&target, sni, format, timeout, parallel).await,
         Command::Policy { command } => match command {
             PolicyCommand::Validate { path } => validate(&path),
             PolicyCommand::Show {
                 level,
                 policies,
                 format,
-            } => {
-                let set = PolicySet::load_dir(&policies).map_err(input)?;
-                let p = set.for_level(level).ok_or_else(|| {
-                    Failure(
-                        2,
-                        format!("no policy for level {level} in {}", policies.display()),
-                    )
-                })?;
-                let text = match format {
-                    ProbeFormat::Json => serde_json::to_string_pretty(p).map_err(input)? + "\n",
-                    ProbeFormat::Table => policy_table(p),
-                };
-                emit(None, &text)?;
-                Ok(0)
-            }
+            } => policy_show(level, &policies, format),
         },
         Command::Verdict { command } => match command {
-            VerdictCommand::Verify { file, key } => {
-                let bytes = std::fs::read(&file)
-                    .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
-                let keys = key
-                    .iter()
-                    .map(|k| certs::signing::load_verifying_key(k))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(input)?;
-                match certs::verdict::verify(&bytes, &keys) {
-                    Ok(v) => {
-                        emit(
-                            None,
-                            &format!(
-                                "{}: signature ok; agency {}{}, result {:?}, valid until {}\n",
-                                file.display(),
-                                v.agency,
-                                v.system
-                                    .as_deref()
-                                    .map(|s| format!(", system {s}"))
-                                    .unwrap_or_default(),
-                                v.result,
-                                v.valid_until
-                            )
-                            .to_lowercase(),
-                        )?;
-                        Ok(0)
-                    }
-                    Err(e) => Err(Failure(1, format!("{}: {e}", file.display()))),
-                }
-            }
-            VerdictCommand::Show { file } => {
-                let bytes = std::fs::read(&file)
-                    .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
-                let (env, v) = certs::verdict::open_unverified(&bytes)
-                    .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
-                let mut text = format!(
-                    "# key id {} (signature NOT checked; use `popscan verdict verify`)\n",
-                    env.key_id
-                );
-                text += &serde_json::to_string_pretty(&v).map_err(input)?;
-                text.push('\n');
-                emit(None, &text)?;
-                Ok(0)
-            }
+            VerdictCommand::Verify { file, key } => verdict_verify(&file, &key),
+            VerdictCommand::Show { file } => verdict_show(&file),
         },
         Command::Nmap { file } => {
             let scan = scanner::nmap::parse_file(&file).map_err(input)?;
@@ -330,6 +245,105 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// `popscan probe`: everything one TLS endpoint offers.
+async fn probe_command(
+    target: &str,
+    sni: Option<String>,
+    format: ProbeFormat,
+    timeout: f64,
+    parallel: usize,
+) -> Result<u8, Failure> {
+    let (host, port) = scanner::inventory::split_address(target)
+        .ok_or_else(|| Failure(2, format!("{target:?}: expected host:port")))?;
+    let addr = scanner::probe::ports::resolve(&host, port)
+        .await
+        .map_err(|e| Failure(3, e))?;
+    let sni = sni.or_else(|| {
+        host.parse::<std::net::IpAddr>()
+            .is_err()
+            .then(|| host.clone())
+    });
+    let t = Target {
+        addr,
+        sni,
+        connect_timeout: seconds(timeout),
+        exchange_timeout: seconds(timeout),
+    };
+    let started = std::time::Instant::now();
+    let ev = tls::probe(t, &ProbeLimits { parallel })
+        .await
+        .map_err(|e| Failure(3, e.to_string()))?;
+    let text = match format {
+        ProbeFormat::Json => serde_json::to_string_pretty(&ev).map_err(input)? + "\n",
+        ProbeFormat::Table => scanner::probe::tls::render::table(target, &ev, started.elapsed()),
+    };
+    emit(None, &text)?;
+    Ok(0)
+}
+
+/// `popscan policy show`: the effective policy of one level.
+fn policy_show(level: u8, policies: &Path, format: ProbeFormat) -> Result<u8, Failure> {
+    let set = PolicySet::load_dir(policies).map_err(input)?;
+    let p = set.for_level(level).ok_or_else(|| {
+        Failure(
+            2,
+            format!("no policy for level {level} in {}", policies.display()),
+        )
+    })?;
+    let text = match format {
+        ProbeFormat::Json => serde_json::to_string_pretty(p).map_err(input)? + "\n",
+        ProbeFormat::Table => policy_table(p),
+    };
+    emit(None, &text)?;
+    Ok(0)
+}
+
+/// `popscan verdict verify`: is this verdict signed by one of these keys?
+fn verdict_verify(file: &Path, key: &[PathBuf]) -> Result<u8, Failure> {
+    let bytes = std::fs::read(file).map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+    let keys = key
+        .iter()
+        .map(|k| certs::signing::load_verifying_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(input)?;
+    match certs::verdict::verify(&bytes, &keys) {
+        Ok(v) => {
+            emit(
+                None,
+                &format!(
+                    "{}: signature ok; agency {}{}, result {:?}, valid until {}\n",
+                    file.display(),
+                    v.agency,
+                    v.system
+                        .as_deref()
+                        .map(|s| format!(", system {s}"))
+                        .unwrap_or_default(),
+                    v.result,
+                    v.valid_until
+                )
+                .to_lowercase(),
+            )?;
+            Ok(0)
+        }
+        Err(e) => Err(Failure(1, format!("{}: {e}", file.display()))),
+    }
+}
+
+/// `popscan verdict show`: a verdict's content, signature not checked.
+fn verdict_show(file: &Path) -> Result<u8, Failure> {
+    let bytes = std::fs::read(file).map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+    let (env, v) = certs::verdict::open_unverified(&bytes)
+        .map_err(|e| Failure(2, format!("{}: {e}", file.display())))?;
+    let mut text = format!(
+        "# key id {} (signature NOT checked; use `popscan verdict verify`)\n",
+        env.key_id
+    );
+    text += &serde_json::to_string_pretty(&v).map_err(input)?;
+    text.push('\n');
+    emit(None, &text)?;
+    Ok(0)
 }
 
 /// `popscan scan`: load, gather evidence, judge, report, sign.
