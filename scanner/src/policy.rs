@@ -384,64 +384,12 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, ConfigErro
             format!("security level {} is not one of 1..5", raw.level.value),
         ));
     }
-    let mut base = match &raw.extends {
-        None => None,
-        Some(parent) => {
-            let parent_file = find_sibling(file, &parent.value).ok_or_else(|| {
-                ConfigError::at(
-                    file,
-                    &parent.referenced,
-                    format!(
-                        "extends {:?}: no policy with that id next to this file",
-                        parent.value
-                    ),
-                )
-            })?;
-            let p = load_chain(&parent_file, seen)?;
-            if p.level > raw.level.value {
-                return Err(ConfigError::at(
-                    file,
-                    &parent.referenced,
-                    format!(
-                        "level {} cannot extend {:?}, which is level {} (higher)",
-                        raw.level.value, p.id, p.level
-                    ),
-                ));
-            }
-            Some(p)
-        }
-    };
-    let mut controls: Vec<Control> = base
+    let mut base = parent(file, &raw, seen)?;
+    let inherited = base
         .as_mut()
         .map(|b| std::mem::take(&mut b.controls))
         .unwrap_or_default();
-    let mut own_ids = Vec::new();
-    for c in raw.controls {
-        let c = c.value;
-        check_id(file, &c.id, "control")?;
-        if own_ids.contains(&c.id.value) {
-            return Err(ConfigError::at(
-                file,
-                &c.id.referenced,
-                format!("control {:?} is defined twice in this file", c.id.value),
-            ));
-        }
-        own_ids.push(c.id.value.clone());
-        validate_check(file, &c.check)?;
-        let control = Control {
-            id: c.id.value.clone(),
-            title: c.title,
-            severity: c.severity,
-            rationale: c.rationale,
-            references: c.references,
-            check: c.check.value,
-            defined_in: file.to_owned(),
-        };
-        match controls.iter_mut().find(|x| x.id == control.id) {
-            Some(slot) => *slot = control,
-            None => controls.push(control),
-        }
-    }
+    let controls = merge_controls(file, raw.controls, inherited)?;
     let validity_days = match (&raw.validity_days, &base) {
         (Some(v), _) if v.value == 0 || v.value > 3650 => {
             return Err(ConfigError::at(
@@ -475,6 +423,79 @@ fn load_chain(file: &Path, seen: &mut Vec<PathBuf>) -> Result<Policy, ConfigErro
         sha256: hex::encode(h.finalize()),
         files,
     })
+}
+
+/// The policy `raw` extends, loaded with its own chain; a parent may not
+/// be of a higher level than its child.
+fn parent(
+    file: &Path,
+    raw: &RawPolicy,
+    seen: &mut Vec<PathBuf>,
+) -> Result<Option<Policy>, ConfigError> {
+    Ok(match &raw.extends {
+        None => None,
+        Some(parent) => {
+            let parent_file = find_sibling(file, &parent.value).ok_or_else(|| {
+                ConfigError::at(
+                    file,
+                    &parent.referenced,
+                    format!(
+                        "extends {:?}: no policy with that id next to this file",
+                        parent.value
+                    ),
+                )
+            })?;
+            let p = load_chain(&parent_file, seen)?;
+            if p.level > raw.level.value {
+                return Err(ConfigError::at(
+                    file,
+                    &parent.referenced,
+                    format!(
+                        "level {} cannot extend {:?}, which is level {} (higher)",
+                        raw.level.value, p.id, p.level
+                    ),
+                ));
+            }
+            Some(p)
+        }
+    })
+}
+
+/// This file's controls over the inherited ones: a control with an
+/// inherited id replaces it, a new one is added.
+fn merge_controls(
+    file: &Path,
+    own: Vec<Spanned<RawControl>>,
+    mut controls: Vec<Control>,
+) -> Result<Vec<Control>, ConfigError> {
+    let mut own_ids = Vec::new();
+    for c in own {
+        let c = c.value;
+        check_id(file, &c.id, "control")?;
+        if own_ids.contains(&c.id.value) {
+            return Err(ConfigError::at(
+                file,
+                &c.id.referenced,
+                format!("control {:?} is defined twice in this file", c.id.value),
+            ));
+        }
+        own_ids.push(c.id.value.clone());
+        validate_check(file, &c.check)?;
+        let control = Control {
+            id: c.id.value.clone(),
+            title: c.title,
+            severity: c.severity,
+            rationale: c.rationale,
+            references: c.references,
+            check: c.check.value,
+            defined_in: file.to_owned(),
+        };
+        match controls.iter_mut().find(|x| x.id == control.id) {
+            Some(slot) => *slot = control,
+            None => controls.push(control),
+        }
+    }
+    Ok(controls)
 }
 
 fn find_sibling(file: &Path, id: &str) -> Option<PathBuf> {
