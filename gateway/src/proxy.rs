@@ -111,7 +111,6 @@ impl Gateway {
     async fn judge(&self, session: &mut Session, seen: &mut Seen) -> Result<Admitted, Refusal> {
         let has_body = !session.as_mut().is_body_empty();
         let registry = self.registry.load_full();
-        seen.audit_path = Some(crate::access::audit_path(session.req_header().uri.path()));
         let agency = crate::pipeline::identity(session, &self.verifier, &registry, seen)?;
         if Conn::of(session).is_some_and(|c| c.over_cap) {
             return Err(Refusal::TooManyConnections {
@@ -151,7 +150,13 @@ impl Gateway {
             client: session.client_addr().map(|a| a.to_string()),
             method: session.req_header().method.as_str().to_owned(),
             route: ctx.seen.route.clone(),
-            path: ctx.seen.audit_path.clone().unwrap_or_default(),
+            // The route template when one matched; otherwise the raw path,
+            // made fit for the log only now, on the refusal path.
+            path: ctx
+                .seen
+                .audit_path
+                .clone()
+                .unwrap_or_else(|| crate::access::audit_path(session.req_header().uri.path())),
             query: ctx.seen.query.clone(),
             purpose: ctx.seen.purpose.clone(),
             decision,

@@ -19,12 +19,14 @@ pub fn access(
 ) -> Result<Judged, Refusal> {
     let method = req.method.as_str();
     let path = normalise_path(req.uri.path()).map_err(|e| Refusal::BadPath(e.to_string()))?;
-    seen.audit_path = Some(crate::access::audit_path(path.as_str()));
     let not_allowed = || Refusal::RouteNotAllowed {
         method: method.to_owned(),
         path: crate::access::audit_path(path.as_str()),
     };
-    let matched = find_route(&registry.routes, method, &path).ok_or_else(not_allowed)?;
+    let Some(matched) = find_route(&registry.routes, method, &path) else {
+        seen.audit_path = Some(crate::access::audit_path(path.as_str()));
+        return Err(not_allowed());
+    };
     let route = &registry.routes[matched.route_index];
     seen.route = Some(route.id.clone());
     seen.audit_path = Some(route.template.as_str().to_owned());

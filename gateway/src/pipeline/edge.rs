@@ -9,40 +9,39 @@ pub fn edge(req: &RequestHeader, has_body: bool, limits: &Limits) -> Result<(), 
     if req.method == http::Method::CONNECT {
         return Err(Refusal::TunnelRefused("CONNECT"));
     }
-    if req.headers.contains_key(http::header::UPGRADE)
-        || req
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|v| {
-                v.as_bytes()
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-            })
+    // `Connection` may only say keep-alive or close: `upgrade` asks for a
+    // tunnel, and any other token names a header to drop on the way, a way
+    // to strip what a hop relies on. One pass over its tokens decides.
+    let mut upgrade = req.headers.contains_key(http::header::UPGRADE);
+    let mut nominates = false;
+    for t in req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
     {
+        if t.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close") {
+            nominates = true;
+        }
+    }
+    if upgrade {
         return Err(Refusal::TunnelRefused("Upgrade"));
     }
-    // `Connection` may only say keep-alive or close: any other token names
-    // a header to drop on the way, a way to strip what a hop relies on.
-    for v in req.headers.get_all(http::header::CONNECTION) {
-        let bad = v.as_bytes().split(|b| *b == b',').any(|t| {
-            let t = t.trim_ascii();
-            !t.is_empty()
-                && !t.eq_ignore_ascii_case(b"keep-alive")
-                && !t.eq_ignore_ascii_case(b"close")
-        });
-        if bad {
-            return Err(Refusal::BadHeader(
-                "Connection may only be keep-alive or close".into(),
-            ));
-        }
+    if nominates {
+        return Err(Refusal::BadHeader(
+            "Connection may only be keep-alive or close".into(),
+        ));
     }
     let header_bytes: u64 = req
         .headers
         .iter()
         .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
         .sum::<u64>()
-        + req.uri.to_string().len() as u64;
+        + req.uri.path_and_query().map_or(0, |p| p.as_str().len()) as u64;
     if header_bytes > limits.max_header_bytes {
         return Err(Refusal::HeadersTooLarge {
             limit: limits.max_header_bytes,

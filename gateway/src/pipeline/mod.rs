@@ -34,7 +34,9 @@ pub struct Seen {
     pub agency: Option<String>,
     pub route: Option<String>,
     /// The route *template* when a route matched (so a citizen ID appears
-    /// only as `citizen_ref`), otherwise the path with identifiers redacted.
+    /// only as `citizen_ref`), the normalised path (identifiers redacted)
+    /// when none did; `None` before the path was looked at, and the record
+    /// then shows the raw path, decoded and redacted.
     pub audit_path: Option<String>,
     pub query: Option<BTreeMap<String, String>>,
     pub purpose: Option<String>,

@@ -67,7 +67,7 @@ async fn a_reset_after_forwarding_never_leaves_a_request_unaudited() {
     let hanoi = pki.client(&pki.agency("hanoi"));
 
     const N: usize = 25;
-    for _ in 0..N {
+    for i in 0..N {
         let mut s = hanoi.connect(port).await.unwrap();
         s.write_all(&request(
             "GET",
@@ -78,7 +78,12 @@ async fn a_reset_after_forwarding_never_leaves_a_request_unaudited() {
         .await
         .unwrap();
         s.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Reset only once the registry holds the request (it answers after
+        // 400 ms), however slow the machine: the attack is "after forwarding".
+        assert!(
+            eventually(10, || upstream.requests().len() == i + 1).await,
+            "request {i} never reached the registry"
+        );
         // SO_LINGER 0: close sends RST, as an attacker's client would.
         socket2::SockRef::from(&s.get_ref().0)
             .set_linger(Some(Duration::ZERO))
