@@ -143,48 +143,6 @@ impl Drop for SilentUpstream {
     }
 }
 
-/// Answers every request with 200 after `delay`: a slow registry, to hold
-/// requests in flight across a reload or a shutdown.
-pub struct SlowUpstream {
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SlowUpstream {
-    pub async fn start(delay: std::time::Duration) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = l.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from_static(b"{\"slow\":true}")))
-                                .expect("response"),
-                        )
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        SlowUpstream { addr, task }
-    }
-}
-
-impl Drop for SlowUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Answers every request head with `101 Switching Protocols`, then records
 /// every byte that arrives after it: a registry (or an impostor) trying to
 /// turn the gateway into a tunnel.

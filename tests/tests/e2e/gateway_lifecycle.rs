@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use certs::pki::LeafUsage;
 use e2e::gateway::{GatewayProcess, TestPki, REGISTRY};
-use e2e::upstream::SlowUpstream;
+use e2e::upstream::RecordingUpstream;
 use e2e::{admin_get, metric};
 
 const CITIZEN: &str = "/v1/citizens/001203012345";
@@ -15,7 +15,7 @@ const CITIZEN: &str = "/v1/citizens/001203012345";
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_adds_a_route_without_disturbing_a_slow_request() {
     let pki = TestPki::new();
-    let upstream = SlowUpstream::start(Duration::from_millis(1500)).await;
+    let upstream = RecordingUpstream::start_delayed(Duration::from_millis(1500)).await;
     let audit = pki.dir.path().join("audit");
     let e2e::gateway::TestConfig {
         path: config,
@@ -93,7 +93,7 @@ async fn reload_adds_a_route_without_disturbing_a_slow_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_registry_file_is_applied_without_a_signal() {
     let pki = TestPki::new();
-    let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
+    let upstream = RecordingUpstream::start_delayed(Duration::from_millis(1)).await;
     let e2e::gateway::TestConfig {
         path: config, port, ..
     } = pki.config(&upstream.addr.to_string()).write();
@@ -120,7 +120,7 @@ async fn a_changed_registry_file_is_applied_without_a_signal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn handshake_failures_are_counted_by_reason() {
     let pki = TestPki::new();
-    let upstream = SlowUpstream::start(Duration::from_millis(1)).await;
+    let upstream = RecordingUpstream::start_delayed(Duration::from_millis(1)).await;
     let e2e::gateway::TestConfig {
         path: config,
         port,
@@ -185,7 +185,7 @@ async fn handshake_failures_are_counted_by_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests_seals_the_log_and_exits_0() {
     let pki = TestPki::new();
-    let upstream = SlowUpstream::start(Duration::from_millis(1500)).await;
+    let upstream = RecordingUpstream::start_delayed(Duration::from_millis(1500)).await;
     let audit = pki.dir.path().join("audit");
     let e2e::gateway::TestConfig {
         path: config, port, ..
