@@ -158,6 +158,11 @@ audit:
   seal_key: pki/audit-seal.key
   durability: {durability}
 quota: {{state_dir: quota-{name}}}
+# The idle measurement holds 10,000 silent connections from one agency for
+# longer than 10 s; popgate's defaults would close them (64 per agency,
+# 10 s to send a request head). Lift both so memory per connection is
+# measured like nginx's.
+limits: {{header_timeout_ms: 120000, max_connections_per_agency: 20000}}
 """)
     return path
 
