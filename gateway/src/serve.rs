@@ -84,10 +84,17 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
         hook,
         app: Arc::new(edge),
         handshake_timeout: config.limits.header_timeout,
+        idle_timeout: config.limits.idle_timeout,
         metrics,
     };
     let mut service = pingora::services::listening::Service::new("popgate".to_owned(), front);
-    service.add_tcp(&config.listen.to_string());
+    // No L4 read buffer: rustls reads into its own (4 KiB, shrunk when
+    // idle), so pingora's 64 KiB buffer only added a copy, and every page a
+    // request ever filled stayed resident while the connection idled.
+    service.add_listener(
+        pingora::listeners::ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(pingora::listeners::L4BufferSettings::default().read(0)),
+    );
     server.add_service(service);
     tracing::info!(
         listen = %config.listen,

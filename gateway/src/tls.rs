@@ -237,6 +237,11 @@ impl TlsState {
         .with_client_cert_verifier(self.verifier.clone())
         .with_cert_resolver(self.resolver.clone());
         config.ignore_client_order = true;
+        // No session resumption: every connection presents its certificate
+        // and meets the current CRLs and registry. A resumed TLS 1.3
+        // session would carry an identity verified when it was first made.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

@@ -36,6 +36,9 @@ use yamlconf::ConfigError;
 
 use crate::routes::BODY_LIMIT_CEILING;
 
+mod front;
+pub use front::TlsFront;
+
 /// The `limits:` section of `gateway.yaml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -337,12 +340,9 @@ where
             if session.get_keepalive().is_some() {
                 session.set_keepalive(Some(idle.as_secs()));
             }
-            let reused = Conn::of(&session).is_some_and(|c| c.requests.load(Ordering::Relaxed) > 0);
-            Some(if reused {
-                idle + self.limits.header_timeout
-            } else {
-                self.limits.header_timeout
-            })
+            // The TLS front calls in once the head's first byte is here
+            // (the idle wait between requests is its own).
+            Some(self.limits.header_timeout)
         };
         let head = Arc::new(AtomicBool::new(false));
         let work = HEAD_READ.scope(head.clone(), self.proxy.process_new_http(session, shutdown));
@@ -384,122 +384,5 @@ where
 
     async fn http_cleanup(&self) {
         self.proxy.http_cleanup().await;
-    }
-}
-
-/// The TLS front door as a pingora application: popgate listens on plain
-/// TCP and runs the handshake itself, with a `ServerConfig` it builds
-/// (pingora's rustls listener builds its own and exposes neither server
-/// cipher order nor a handshake deadline shorter than 60 s), then hands
-/// the TLS stream, its [`Conn`] attached, to the HTTP application.
-pub struct TlsFront<A> {
-    pub acceptor: pingora::listeners::tls::Acceptor,
-    pub hook: ConnectionHook,
-    pub app: Arc<A>,
-    pub handshake_timeout: Duration,
-    pub metrics: Arc<Metrics>,
-}
-
-#[async_trait]
-impl<A> pingora::apps::ServerApp for TlsFront<A>
-where
-    A: pingora::apps::ServerApp + Send + Sync + 'static,
-{
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: pingora::protocols::Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        // The listener is plain TCP, so the stream is pingora's L4 stream;
-        // the handshake wants the concrete type.
-        let l4 = match stream
-            .into_any()
-            .downcast::<pingora::protocols::l4::stream::Stream>()
-        {
-            Ok(l4) => *l4,
-            Err(_) => {
-                tracing::error!("listener handed over a stream that is not TCP; closing it");
-                return None;
-            }
-        };
-        let handshake = pingora::protocols::tls::server::handshake_with_callback(
-            &self.acceptor,
-            l4,
-            &self.hook,
-        );
-        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                // Certificate refusals are counted by the verifier; this
-                // counts what fails before it (no certificate, no common
-                // version or suite, garbage).
-                let reason = handshake_failure_reason(&e);
-                if reason != "certificate" {
-                    self.metrics
-                        .tls_handshake_failures
-                        .with_label_values(&[reason])
-                        .inc();
-                }
-                tracing::debug!(error = %e, reason, "TLS handshake failed");
-                return None;
-            }
-            Err(_) => {
-                self.metrics
-                    .tls_handshake_failures
-                    .with_label_values(&["timeout"])
-                    .inc();
-                return None;
-            }
-        };
-        // Until the first request head arrives, the connection lives only
-        // `handshake_timeout`: an HTTP/2 client that never sends its preface
-        // (pingora waits for it without a deadline) is cut off like an HTTP/1.1
-        // one that never finishes a head. A connection over its agency's cap
-        // lives at most that long whatever it does: its requests within it
-        // get the audited 429, and it cannot hold a slot.
-        let digest = tls.ssl_digest();
-        let conn = || digest.as_ref().and_then(|d| d.extension.get::<Conn>());
-        let work = self.app.process_new(Box::new(tls), shutdown);
-        tokio::pin!(work);
-        tokio::select! {
-            r = &mut work => return r,
-            _ = tokio::time::sleep(self.handshake_timeout) => {}
-        }
-        match conn() {
-            Some(c) if c.over_cap => {}
-            Some(c) if c.requests.load(Ordering::Relaxed) == 0 => {
-                self.metrics
-                    .connection_refusals
-                    .with_label_values(&[c.agency(), "header_timeout"])
-                    .inc();
-            }
-            _ => return work.await,
-        }
-        // Dropping the work closes the connection; no request of it was
-        // forwarded (none started, or all were refused).
-        None
-    }
-
-    async fn cleanup(&self) {
-        self.app.cleanup().await;
-    }
-}
-
-/// The `reason` label of a handshake that failed before or outside the
-/// client-certificate verifier. pingora keeps only the text of the rustls
-/// error (its `explain_err` drops the cause), so the text is what is read.
-fn handshake_failure_reason(e: &pingora::Error) -> &'static str {
-    let text = e.to_string().to_ascii_lowercase();
-    if text.contains("peer sent no certificates") {
-        "no_cert"
-    } else if text.contains("invalid peer certificate") {
-        // Already counted, by reason, by the verifier.
-        "certificate"
-    } else if text.contains("peer is incompatible") || text.contains("peer misbehaved") {
-        "incompatible"
-    } else if text.contains("eof") || text.contains("reset") || text.contains("broken pipe") {
-        "closed"
-    } else {
-        "other"
     }
 }
