@@ -7,6 +7,7 @@
 //! - [`verify`]: `popgate audit verify`.
 //! - [`search`]: `popgate audit search`.
 
+mod queue;
 pub mod record;
 pub mod search;
 pub mod segment;

@@ -39,8 +39,32 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// Opens a file for appending, creating it with [`FILE_MODE`].
 pub fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    open_with(path, true)
+}
+
+/// Opens a segment for positioned writes, creating it with [`FILE_MODE`]:
+/// the open segment is preallocated with zeros (see [`data_end`]), so the
+/// writer writes at its own offset rather than at the end of the file.
+pub fn open_segment(path: &Path) -> std::io::Result<std::fs::File> {
+    open_with(path, false)
+}
+
+/// Where a segment's data ends: before the run of zero bytes that pads the
+/// open segment. popgate grows that segment in zero-filled steps so that an
+/// fdatasync flushes the records alone, not the file's size and extents
+/// too (what database write-ahead logs do); records are JSON lines and
+/// never contain a zero byte. Sealed segments are cut to their data first.
+pub fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+fn open_with(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
+    if append {
+        opts.create(true).append(true);
+    } else {
+        opts.create(true).read(true).write(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -74,9 +74,11 @@ fn write(f: &Fixture, n: usize, citizen: impl Fn(usize) -> Option<String>) {
     log.close();
 }
 
+/// A segment's records (the open one's zero padding left out).
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
         .unwrap()
+        .trim_end_matches('\0')
         .lines()
         .map(str::to_owned)
         .collect()
@@ -84,6 +86,34 @@ fn lines(p: &Path) -> Vec<String> {
 
 fn put_lines(p: &Path, l: &[String]) {
     std::fs::write(p, l.iter().map(|x| format!("{x}\n")).collect::<String>()).unwrap();
+}
+
+#[test]
+fn open_segment_is_preallocated_with_zeros_and_sealed_ones_hold_records_only() {
+    let f = fixture(1 << 20);
+    write(&f, 5, |_| None);
+    let bytes = std::fs::read(f.seg(1)).unwrap();
+    let end = segment::data_end(&bytes);
+    assert!(end > 0 && bytes[end - 1] == b'\n');
+    // The rest of the step is there already, as zeros: appends do not grow
+    // the file, so their fdatasync carries no size change.
+    assert!(bytes.len() > end + 4096, "{} bytes, data {end}", bytes.len());
+    assert!(bytes[end..].iter().all(|b| *b == 0));
+    // A restart writes right after the records, not after the padding.
+    write(&f, 3, |_| None);
+    assert_eq!(f.verify().unwrap().records, 8);
+    let again = std::fs::read(f.seg(1)).unwrap();
+    assert_eq!(again.len(), bytes.len(), "the padding was used, not extended");
+
+    let small = fixture(4096);
+    write(&small, 40, |_| None);
+    let s = small.verify().unwrap();
+    assert!(s.sealed >= 2, "{s:?}");
+    for n in 1..=s.sealed as u64 {
+        let sealed = std::fs::read(small.seg(n)).unwrap();
+        assert_eq!(segment::data_end(&sealed), sealed.len(), "segment {n} keeps padding");
+        assert_eq!(sealed.last(), Some(&b'\n'));
+    }
 }
 
 #[test]
@@ -238,6 +268,9 @@ fn torn_tail_is_reported_then_repaired_on_reopen() {
     write(&f, 5, |_| None);
     let seg = f.seg(1);
     let mut bytes = std::fs::read(&seg).unwrap();
+    // A crash mid-write leaves a partial record where the writer writes:
+    // right after the last whole one, in the zero padding.
+    bytes.truncate(segment::data_end(&bytes));
     bytes.extend_from_slice(b"{\"seq\":6,\"time\":\"2026-");
     std::fs::write(&seg, &bytes).unwrap();
     let e = f.verify().unwrap_err();
@@ -601,6 +634,7 @@ fn forge_append(f: &Fixture, n: u64, seq: u64, prev: &str) {
     };
     let (line, _) = record::encode(&s).unwrap();
     let mut text = std::fs::read(f.seg(n)).unwrap_or_default();
+    text.truncate(segment::data_end(&text));
     text.extend_from_slice(&line);
     std::fs::write(f.seg(n), text).unwrap();
 }

@@ -139,11 +139,16 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
 
 /// Reads a segment, checking each line's own hash and its place in the chain.
 fn read_segment(path: &Path, chain: &mut Chain, is_open: bool) -> Result<Records, Finding> {
-    let bytes = std::fs::read(path).map_err(|e| Finding {
+    let mut bytes = std::fs::read(path).map_err(|e| Finding {
         file: path.to_owned(),
         line: 0,
         what: format!("cannot read: {e}"),
     })?;
+    if is_open {
+        // The open segment is zero-padded ahead of its records; a sealed
+        // one was cut to its records, so anything after them is reported.
+        bytes.truncate(segment::data_end(&bytes));
+    }
     let whole_len = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
     let mut records = Records {
         path: path.to_owned(),

@@ -11,15 +11,16 @@
 //! error and is answered 503 without being served.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 
+use super::queue::{self, Received, Refused};
 use super::record::{self, Access, Event, Outcome, Stored, GENESIS};
 use super::segment::{self, Checkpoint, CheckpointKind, Seal};
 use super::{AuditConfig, AuditError, Durability};
@@ -70,7 +71,7 @@ impl Default for Stats {
 }
 
 /// What the writer thread shares with request handlers. Holds no sender,
-/// so dropping every [`AuditLog`] disconnects the channel and ends the thread.
+/// so dropping every [`AuditLog`] closes the queue and ends the thread.
 struct Shared {
     writable: AtomicBool,
     stats: Stats,
@@ -81,7 +82,7 @@ struct Shared {
 }
 
 struct Inner {
-    tx: SyncSender<Job>,
+    tx: queue::Sender<Job>,
     shared: Arc<Shared>,
     hmac_key: Vec<u8>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -96,8 +97,11 @@ pub struct AuditLog {
 /// Records waiting for the writer before appends are refused (503) rather
 /// than queued without bound.
 const QUEUE: usize = 65_536;
-/// Most records written in one batch.
-const BATCH: usize = 4096;
+/// Longest an outcome record (whose access record is already durable) waits
+/// for the fdatasync of a later batch before the writer syncs it alone.
+const OUTCOME_FLUSH: Duration = Duration::from_millis(20);
+/// The open segment grows in zero-filled steps of this size.
+const PREALLOCATE: u64 = 1 << 20;
 
 impl AuditLog {
     /// Opens (or creates) the log, recovering the chain from the last whole
@@ -107,7 +111,7 @@ impl AuditLog {
         let seal_key = certs::signing::load_signing_key(&cfg.seal_key)
             .map_err(|e| AuditError::Config(e.to_string()))?;
         let writer = Writer::recover(cfg, seal_key)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (tx, rx) = queue::channel();
         let shared = Arc::new(Shared {
             writable: AtomicBool::new(true),
             stats: Stats::default(),
@@ -137,10 +141,10 @@ impl AuditLog {
             event: Event::Access(access),
             done: Some(done),
         };
-        match self.inner.tx.try_send(job) {
+        match self.inner.tx.send(job, QUEUE) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AuditError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(Refused::Full(_)) => return Err(AuditError::Overloaded),
+            Err(Refused::Closed(_)) => {
                 return Err(AuditError::Write("the audit writer has stopped".into()))
             }
         }
@@ -148,38 +152,25 @@ impl AuditLog {
             .map_err(|_| AuditError::Write("the audit writer has stopped".into()))?
     }
 
-    /// Queues the outcome record of a forwarded request without waiting:
-    /// its access record is already durable, and the outcome is made durable
-    /// by the next group commit. A full queue hands the record to a
-    /// blocking task rather than dropping it.
+    /// Queues the outcome record of a forwarded request without waiting
+    /// or waking the writer: its access record is already durable, and the
+    /// outcome is written with the next batch (or on the writer's tick) and
+    /// made durable by the next group commit.
     pub fn record_outcome(&self, outcome: Outcome) {
         let job = Job {
             event: Event::Outcome(outcome),
             done: None,
         };
-        match self.inner.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                let tx = self.inner.tx.clone();
-                let shared = self.inner.shared.clone();
-                let send = move || {
-                    if tx.send(job).is_err() {
-                        shared.stats.outcomes_lost.fetch_add(1, Ordering::Relaxed);
-                    }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(send)),
-                    Err(_) => send(),
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.inner
-                    .shared
-                    .stats
-                    .outcomes_lost
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!("audit writer stopped: an outcome record was lost");
-            }
+        if let Err(Refused::Closed(job) | Refused::Full(job)) = self.inner.tx.send_lazy(job) {
+            self.inner
+                .shared
+                .stats
+                .outcomes_lost
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                request_id = job.event.request_id(),
+                "audit writer stopped: an outcome record was lost"
+            );
         }
     }
 
@@ -257,7 +248,10 @@ struct Writer {
     reopen: bool,
     /// When it was made; `None` makes the next housekeeping checkpoint.
     checkpointed_at: Option<Instant>,
+    /// Bytes of records in the open segment: where the next batch goes.
     len: u64,
+    /// The open segment's size on disk, zero-filled past `len`.
+    allocated: u64,
     seq: u64,
     prev: String,
     first_seq: u64,
@@ -265,7 +259,9 @@ struct Writer {
     opened: Instant,
     /// (citizen_ref, byte offset) of this segment's records, for its index.
     index: Vec<(String, u64)>,
-    dirty: bool,
+    /// When the oldest record written but not yet fdatasync'd was written;
+    /// `None` when everything written is durable.
+    unsynced_since: Option<Instant>,
 }
 
 impl Writer {
@@ -275,8 +271,12 @@ impl Writer {
         restrict_modes(&dir);
         let head = recover_head(&dir, &segments)?;
         let path = segment::segment_path(&dir, head.segment);
-        let file = segment::open_append(&path)
-            .map_err(|e| io_error("cannot open for append", &path, e))?;
+        let file = segment::open_segment(&path)
+            .map_err(|e| io_error("cannot open for writing", &path, e))?;
+        let allocated = file
+            .metadata()
+            .map_err(|e| io_error("cannot read the size of", &path, e))?
+            .len();
         remove_stale_index(&dir, head.segment)?;
         let reopen = check_marks(&dir, &head)?;
         let ckpt_path = segment::checkpoint_path(&dir, head.segment);
@@ -311,21 +311,23 @@ impl Writer {
             closed: false,
             reopen,
             len,
+            allocated,
             first_seq: seq + 1 - records,
             seq,
             prev,
             records,
             opened: Instant::now(),
             index,
-            dirty: false,
+            unsynced_since: None,
         })
     }
 
-    fn run(mut self, rx: Receiver<Job>, inner: &Shared) {
-        // Short enough that a seal request on shutdown is served promptly
-        // and checkpoints keep their interval when traffic stops.
+    fn run(mut self, rx: queue::Receiver<Job>, inner: &Shared) {
+        // Short enough that a seal request on shutdown is served promptly,
+        // unsynced outcome records are synced on time, and checkpoints keep
+        // their interval when traffic stops.
         let tick = match self.durability {
-            Durability::Durable => Duration::from_millis(50),
+            Durability::Durable => OUTCOME_FLUSH,
             Durability::Relaxed { flush_interval } => flush_interval,
         }
         .min(self.checkpoint_interval);
@@ -341,23 +343,17 @@ impl Writer {
             }
         }
         self.housekeeping(inner);
+        let mut batch = Vec::new();
         loop {
-            let first = match rx.recv_timeout(tick) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
+            match rx.recv(&mut batch, tick) {
+                Received::Jobs => {}
+                Received::Idle => {
                     self.housekeeping(inner);
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
+                Received::Closed => {
                     let _ = self.file.sync_data();
                     return;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
                 }
             }
             let result = self.write_batch(&batch, &inner.stats.fsync_seconds);
@@ -368,7 +364,7 @@ impl Writer {
                         .stats
                         .records
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if matches!(self.durability, Durability::Durable) {
+                    if self.unsynced_since.is_none() {
                         inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -380,14 +376,14 @@ impl Writer {
             }
             match result {
                 Ok(first_seq) => {
-                    for (i, job) in batch.into_iter().enumerate() {
+                    for (i, job) in batch.drain(..).enumerate() {
                         if let Some(done) = job.done {
                             let _ = done.send(Ok(first_seq + i as u64));
                         }
                     }
                 }
                 Err(e) => {
-                    for job in batch {
+                    for job in batch.drain(..) {
                         match job.done {
                             Some(done) => drop(done.send(Err(e.clone()))),
                             None => {
@@ -452,22 +448,30 @@ impl Writer {
             self.records += 1;
         }
         let path = segment::segment_path(&self.dir, self.segment);
+        // Durable mode syncs before answering whoever waits on this batch.
+        // A batch of outcome records only has nobody waiting (their access
+        // records are durable already): it rides on the next sync, which
+        // comes with the next access record or within `OUTCOME_FLUSH`.
+        let sync_now = matches!(self.durability, Durability::Durable)
+            && batch.iter().any(|job| job.done.is_some());
         let outcome = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| match self.durability {
-                Durability::Durable => {
-                    let t = Instant::now();
-                    let r = self.file.sync_data();
-                    fsync.observe(t.elapsed().as_secs_f64());
-                    r
-                }
-                Durability::Relaxed { .. } => Ok(()),
-            });
+            .reserve(buf.len() as u64)
+            .and_then(|()| self.file.write_all_at(&buf, self.len))
+            .and_then(|_| {
+            if sync_now {
+                let t = Instant::now();
+                let r = self.file.sync_data();
+                fsync.observe(t.elapsed().as_secs_f64());
+                r
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = outcome {
             // Undo: no partial record may precede later whole ones.
-            let _ = self.file.set_len(len0);
-            let _ = self.file.seek(SeekFrom::End(0));
+            if self.file.set_len(len0).is_ok() {
+                self.allocated = len0;
+            }
             self.seq = seq0;
             self.prev = prev0;
             self.index.truncate(index0);
@@ -475,8 +479,43 @@ impl Writer {
             return Err(AuditError::Write(format!("{}: {e}", path.display())));
         }
         self.len += buf.len() as u64;
-        self.dirty = matches!(self.durability, Durability::Relaxed { .. });
+        if sync_now {
+            self.unsynced_since = None;
+        } else {
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
         Ok(seq0 + 1)
+    }
+
+    /// Makes room for `n` more bytes in the open segment by extending it
+    /// with zeros, made durable at once, ahead of the records. A batch's
+    /// fdatasync then writes its own pages only: no size or extent change
+    /// rides on it. Measured on this machine's ext4: one fdatasync of a
+    /// growing file ~240 µs and 60 µs CPU, into zeros ~110 µs and 30 µs.
+    fn reserve(&mut self, n: u64) -> std::io::Result<()> {
+        let need = self.len + n;
+        if need <= self.allocated {
+            return Ok(());
+        }
+        // Whole steps, but not far past the size at which it is sealed.
+        let step = need.div_ceil(PREALLOCATE) * PREALLOCATE;
+        let target = step.min(self.max_bytes).max(need);
+        let zeros = vec![0u8; (target - self.allocated) as usize];
+        let result = self
+            .file
+            .write_all_at(&zeros, self.allocated)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.allocated = target;
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever was extended holds zeros only; cut it back.
+                let _ = self.file.set_len(self.allocated);
+                Err(e)
+            }
+        }
     }
 
     fn housekeeping(&mut self, inner: &Shared) {
@@ -503,10 +542,17 @@ impl Writer {
             inner.writable.store(true, Ordering::Release);
             tracing::info!("audit log writable again");
         }
-        if self.dirty {
+        let flush_due = match self.durability {
+            Durability::Durable => OUTCOME_FLUSH,
+            Durability::Relaxed { flush_interval } => flush_interval,
+        };
+        if self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= flush_due)
+        {
             match self.file.sync_data() {
                 Ok(()) => {
-                    self.dirty = false;
+                    self.unsynced_since = None;
                     inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -519,7 +565,7 @@ impl Writer {
             && self
                 .checkpointed_at
                 .is_none_or(|t| t.elapsed() >= self.checkpoint_interval)
-            && !self.dirty
+            && self.unsynced_since.is_none()
             && inner.writable.load(Ordering::Acquire)
         {
             match self.checkpoint() {
@@ -541,7 +587,7 @@ impl Writer {
 
     /// Appends a signed checkpoint of the chain head and makes it durable.
     /// Only durable records are vouched for (relaxed mode syncs first: the
-    /// caller checks `dirty`), so a crash can never leave a checkpoint
+    /// caller checks `unsynced_since`), so a crash can never leave a checkpoint
     /// pointing past the end of the log.
     fn checkpoint(&mut self) -> Result<(), AuditError> {
         self.mark(CheckpointKind::Head)
@@ -599,7 +645,13 @@ impl Writer {
 
     fn seal_current(&mut self) -> Result<(), AuditError> {
         let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
-        self.file.sync_all().map_err(|e| io(&self.dir, e))?;
+        // A sealed segment holds its records and nothing else.
+        self.file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| io(&self.dir, e))?;
+        self.allocated = self.len;
+        self.unsynced_since = None;
         let text = segment::render_index(self.index.clone());
         let idx_path = segment::index_path(&self.dir, self.segment);
         segment::write_durably(&idx_path, text.as_bytes()).map_err(|e| io(&idx_path, e))?;
@@ -627,7 +679,7 @@ impl Writer {
     fn open_next(&mut self) -> Result<(), AuditError> {
         let io = |p: &Path, e: std::io::Error| AuditError::Write(format!("{}: {e}", p.display()));
         let next = segment::segment_path(&self.dir, self.segment + 1);
-        let file = segment::open_append(&next).map_err(|e| io(&next, e))?;
+        let file = segment::open_segment(&next).map_err(|e| io(&next, e))?;
         let next_ckpt = segment::checkpoint_path(&self.dir, self.segment + 1);
         let checkpoints = segment::open_append(&next_ckpt).map_err(|e| io(&next_ckpt, e))?;
         File::open(&self.dir)
@@ -641,6 +693,7 @@ impl Writer {
         // The seal vouches for everything so far.
         self.checkpointed_seq = self.seq;
         self.len = 0;
+        self.allocated = 0;
         self.first_seq = self.seq + 1;
         self.records = 0;
         self.opened = Instant::now();
@@ -710,6 +763,7 @@ fn replay_open_segment(path: &Path, head: &mut Head) -> Result<(), AuditError> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| io_error("cannot read", path, e))?;
+    bytes.truncate(segment::data_end(&bytes));
     let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     if whole < bytes.len() {
         save_torn_tail(path, &bytes[whole..], whole as u64)?;

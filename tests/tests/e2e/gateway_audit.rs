@@ -180,11 +180,12 @@ async fn a_full_disk_refuses_with_503_forwards_nothing_and_recovers() {
         while f.write_all(&block).is_ok() {}
         let _ = f.sync_all();
     }
-    // The segment's last, partly used page may still take a few records;
-    // within a page's worth of requests the write must fail. That request's
-    // upstream answer is withheld (nothing disclosed): 503.
+    // The open segment's zero-filled reserve (made ahead of the records, at
+    // most `segment_max_bytes`, 64 KiB here) still takes records; once it
+    // is used up the write must fail. That request's upstream answer is
+    // withheld (nothing disclosed): 503.
     let mut first_503 = None;
-    for i in 0..20 {
+    for i in 0..200 {
         let r = hanoi.get(port, &target, &[]).await.unwrap();
         match r.status {
             200 => continue,
