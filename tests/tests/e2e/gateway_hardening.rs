@@ -267,6 +267,8 @@ async fn no_request_or_response_opens_a_tunnel() {
 fn rewrite_and_rechain(segment: &Path, line_index: usize, prev_of_first: &str) {
     use sha2::Digest;
     let text = std::fs::read_to_string(segment).unwrap();
+    // The open segment is zero-padded past its records.
+    let text = text.trim_end_matches('\0');
     let mut prev = prev_of_first.to_owned();
     let mut out = String::new();
     for (i, line) in text.lines().enumerate() {
@@ -375,6 +377,74 @@ async fn edited_indexes_and_rewritten_tails_are_caught_by_verify() {
     let (code, out) = pki.audit_verify(&audit);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("are missing"), "{out}");
+}
+
+/// The HTTP/1.1 keep-alive loop runs in popgate's TLS front (an idle
+/// connection holds no request state): requests on one connection are
+/// served in turn, the next head is still bounded by the header deadline
+/// once its first byte came, and a shutdown closes idle keep-alive
+/// connections at once instead of leaving them to the drain timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_requests_are_bounded_and_idle_ones_end_at_shutdown() {
+    let pki = TestPki::new();
+    let upstream = RecordingUpstream::start().await;
+    let (config, port, _admin, audit) = gateway_config(
+        &pki,
+        &upstream.addr.to_string(),
+        "limits:\n  header_timeout_ms: 1000\n  idle_timeout_s: 20\n",
+    );
+    let mut gw = GatewayProcess::start(&config, port);
+    let hanoi = pki.client(&pki.agency("hanoi"));
+    let get = request("GET", &format!("/v1/citizens/{ID}"), &[], "");
+
+    // Three requests on one connection, each answered and audited.
+    let mut s = hanoi.connect(port).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    for _ in 0..3 {
+        s.write_all(&get).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert_eq!(parse(&buf[..n]).unwrap().status, 200);
+    }
+    assert_eq!(upstream.requests().len(), 3);
+
+    // The fourth head starts, then dribbles: cut off at the header
+    // deadline (1 s), long before the idle time (20 s); nothing forwarded.
+    s.write_all(&get[..1]).await.unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for b in &get[1..] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(&[*b]).await.is_err() || s.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    if !cut {
+        let r = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "dribbled head still open: {r:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert_eq!(upstream.requests().len(), 3);
+    drop(s);
+
+    // An idle keep-alive connection (idle time 20 s) ends with the shutdown.
+    let mut idle = hanoi.connect(port).await.unwrap();
+    idle.write_all(&get).await.unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert_eq!(parse(&buf[..n]).unwrap().status, 200);
+    let stopping = Instant::now();
+    gw.signal(libc::SIGTERM);
+    let r = tokio::time::timeout(Duration::from_secs(8), idle.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "idle connection kept open: {r:?}");
+    assert!(gw.child.wait().unwrap().success());
+    assert!(stopping.elapsed() < Duration::from_secs(8), "{:?}", stopping.elapsed());
+    drop(gw);
+    assert_eq!(pki.audit_search(&audit, ID, &[]).len(), 4);
+    let (code, out) = pki.audit_verify(&audit);
+    assert_eq!(code, 0, "{out}");
 }
 
 /// Finding 6: slow headers, idle keep-alive (HTTP/1.1 and HTTP/2) and one
