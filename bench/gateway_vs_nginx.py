@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""popgate vs nginx doing the same job, measured in the same run.
+"""popgate vs nginx vs bare pingora doing the same job, in the same run.
 
-Both terminate mutual TLS with the same CA, server certificate and client
-certificate, rate-limit per client certificate (set high enough never to
-trigger), write a JSON access log, and proxy to the same upstream (popgate's
-synthetic registry). The upstream is also measured directly, as the ceiling.
-Both servers get the same number of worker threads.
+nginx and popgate terminate mutual TLS with the same CA, server certificate
+and client certificate, rate-limit per client certificate (set high enough
+never to trigger), write a per-request log, and proxy to the same upstream
+(popgate's synthetic registry). Bare pingora (gateway/examples/bare_pingora.rs)
+is the ceiling popgate is built on: the same pingora + rustls, mTLS with the
+same CA and CRL, HTTP/1.1 + h2, the same upstream, and nothing else. The
+upstream is also measured directly. All get the same number of worker threads.
 
 Modes: keep-alive (many requests per connection) and a new TLS connection
-per request, with a fixed number of connections (oha). For each: req/s,
+per request, with a fixed number of connections (oha). Each server is run
+`--rounds` times, alternating with the others so drift on a shared machine
+hits all of them alike; the medians are reported. For each: req/s,
 p50/p99/p99.9 latency, server CPU seconds per 1,000 requests, peak RSS, and
-the popgate/nginx ratio — popgate with its audit log durable (fdatasync
-before every response, group commit) and relaxed. Then memory with N idle
-mTLS connections held open.
+the popgate/nginx and popgate/bare-pingora ratios, popgate with its audit
+log durable (fdatasync before every response, group commit) and relaxed.
+Then memory with N idle mTLS connections held open: right after the
+handshake, and after each connection has served one request (keep-alive
+idle).
 
 Run from the repository root (as root, for apt-get and the file limit):
-    python3 bench/gateway_vs_nginx.py [--seconds 15] [--connections 32] [--idle 10000]
+    python3 bench/gateway_vs_nginx.py [--seconds 8] [--rounds 3] [--connections 32] [--idle 10000]
 Writes bench/results/gateway.json.
 """
 import argparse
@@ -47,7 +53,10 @@ def ensure_tools():
         sh(["cargo", "install", "oha", "--locked"])
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     sh(["cargo", "build", "--release", "-q", "-p", "popgate"], cwd=ROOT)
-    return os.path.join(target, "release", "popgate"), shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+    sh(["cargo", "build", "--release", "-q", "-p", "gateway", "--example", "bare_pingora"], cwd=ROOT)
+    return (os.path.join(target, "release", "popgate"),
+            os.path.join(target, "release", "examples", "bare_pingora"),
+            shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
 
 
 def free_port():
@@ -247,9 +256,33 @@ def measure(server, oha_bin, url, seconds, conns, pki, keepalive, tls=True):
     }
 
 
-def idle_connections(port, pki, n, server):
-    """Opens n mTLS connections, completes the handshake, holds them, and
-    reports the server's RSS growth."""
+def one_request(tls):
+    """Sends one keep-alive GET and reads its whole response."""
+    tls.sendall(f"GET {CITIZEN_PATH} HTTP/1.1\r\nHost: localhost\r\nX-Purpose: benchmark\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk:
+            raise OSError("closed before the response head")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")
+                   if l.lower().startswith(b"content-length:")), None)
+    if length is None:
+        raise OSError("response without Content-Length")
+    while len(body) < length:
+        chunk = tls.recv(65536)
+        if not chunk:
+            raise OSError("closed inside the response body")
+        body += chunk
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise OSError(head.split(b"\r\n", 1)[0].decode())
+
+
+def idle_connections(port, pki, n, server, after_request=False):
+    """Opens n mTLS connections, completes the handshake (and, with
+    after_request, one request on each), holds them idle, and reports the
+    server's RSS growth per connection."""
     ctx = ssl.create_default_context(cafile=f"{pki}/ca.pem")
     ctx.load_cert_chain(f"{pki}/agencies/hanoi.pem", f"{pki}/agencies/hanoi.key")
     ctx.check_hostname = False
@@ -259,7 +292,10 @@ def idle_connections(port, pki, n, server):
     for _ in range(n):
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            held.append(ctx.wrap_socket(s, server_hostname="localhost"))
+            tls = ctx.wrap_socket(s, server_hostname="localhost")
+            held.append(tls)
+            if after_request:
+                one_request(tls)
         except OSError:
             failed += 1
     took = time.time() - t0
@@ -293,9 +329,24 @@ def fmt(v, nd=1):
     return "-" if v is None else f"{v:,.{nd}f}"
 
 
+SERVERS = ("nginx", "bare-pingora", "popgate-durable", "popgate-relaxed")
+METRICS = ("rps", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_1k", "peak_rss_mb")
+
+
+def median_run(runs):
+    """Per metric, the median over the rounds of one server and mode."""
+    out = {}
+    for k in METRICS + ("ok_ratio",):
+        vals = sorted(r[k] for r in runs if r.get(k) is not None)
+        out[k] = vals[len(vals) // 2] if vals else None
+    out["rounds"] = [{k: r[k] for k in METRICS + ("requests",)} for r in runs]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--idle", type=int, default=10000)
     args = ap.parse_args()
@@ -306,10 +357,10 @@ def main():
     except (ValueError, OSError):
         print(f"warning: cannot raise the open-file limit to {want}", file=sys.stderr)
 
-    popgate, oha_bin = ensure_tools()
+    popgate, bare, oha_bin = ensure_tools()
     tmp = tempfile.mkdtemp(prefix="popgate-bench-")
     servers = []
-    results = {"runs": [], "idle": {}}
+    results = {"runs": [], "idle": {}, "idle_after_request": {}}
     try:
         pki = write_setup(tmp, popgate)
         up_port = free_port()
@@ -322,6 +373,10 @@ def main():
             if name == "nginx":
                 return Server("nginx", ["nginx", "-p", tmp, "-c", ng_conf, "-g", "daemon off;"], ng_port, tmp)
             port = free_port()
+            if name == "bare-pingora":
+                return Server(name, [bare, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up_port}",
+                                     "--threads", str(THREADS), "--cert", "pki/server.pem", "--key", "pki/server.key",
+                                     "--client-ca", "pki/ca.pem", "--crl", "pki/crl.pem"], port, tmp)
             cfg = popgate_config(tmp, port, up_port, name.split("-")[1], name)
             return Server(name, [popgate, "serve", "--config", cfg], port, tmp)
 
@@ -332,22 +387,30 @@ def main():
             results["runs"].append({"server": "upstream (direct, no TLS)", "keepalive": keepalive, **m})
             print(f"  upstream keepalive={keepalive}: {m['rps']:,.0f} req/s", flush=True)
         for keepalive in (True, False):
-            for name in ("nginx", "popgate-durable", "popgate-relaxed"):
+            per_server = {name: [] for name in SERVERS}
+            for rnd in range(args.rounds):
+                # Alternate the order too, so no server always runs first.
+                order = SERVERS if rnd % 2 == 0 else tuple(reversed(SERVERS))
+                for name in order:
+                    s = start(name)
+                    try:
+                        m = measure(s, oha_bin, f"https://localhost:{s.port}{CITIZEN_PATH}", args.seconds,
+                                    args.connections, pki, keepalive)
+                    finally:
+                        s.stop()
+                    per_server[name].append(m)
+                    print(f"  round {rnd + 1} {name} keepalive={keepalive}: {m['rps']:,.0f} req/s "
+                          f"{m['cpu_s_per_1k'] or 0:.3f} CPU s/1k ok={m['ok_ratio']:.3f}", flush=True)
+            for name in SERVERS:
+                results["runs"].append({"server": name, "keepalive": keepalive, **median_run(per_server[name])})
+        for key, after in (("idle", False), ("idle_after_request", True)):
+            for name in ("nginx", "bare-pingora", "popgate-durable"):
                 s = start(name)
                 try:
-                    m = measure(s, oha_bin, f"https://localhost:{s.port}{CITIZEN_PATH}", args.seconds,
-                                args.connections, pki, keepalive)
+                    results[key][name] = idle_connections(s.port, pki, args.idle, s, after_request=after)
                 finally:
                     s.stop()
-                results["runs"].append({"server": name, "keepalive": keepalive, **m})
-                print(f"  {name} keepalive={keepalive}: {m['rps']:,.0f} req/s ok={m['ok_ratio']:.3f}", flush=True)
-        for name in ("nginx", "popgate-durable"):
-            s = start(name)
-            try:
-                results["idle"][name] = idle_connections(s.port, pki, args.idle, s)
-            finally:
-                s.stop()
-            print(f"  idle {name}: {results['idle'][name]}", flush=True)
+                print(f"  {key} {name}: {results[key][name]}", flush=True)
     finally:
         for s in servers:
             s.stop()
@@ -355,38 +418,42 @@ def main():
     def run(server, ka):
         return next(r for r in results["runs"] if r["server"] == server and r["keepalive"] == ka)
 
-    print(f"\npopgate vs nginx — {args.connections} connections, {args.seconds} s per run, "
-          f"{THREADS} worker threads each, same upstream, mTLS, per-certificate rate limit, JSON/audit log\n")
+    print(f"\npopgate vs nginx vs bare pingora — {args.connections} connections, {args.seconds} s per run, "
+          f"median of {args.rounds} alternating rounds, {THREADS} worker threads each, same upstream, mTLS\n")
     head = f"{'mode':<12} {'server':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'CPU s/1k':>9} {'peak RSS MB':>12} {'2xx':>6}"
     print(head)
     print("-" * len(head))
     for ka in (True, False):
         mode = "keep-alive" if ka else "new conn"
-        for srv in ("upstream (direct, no TLS)", "nginx", "popgate-durable", "popgate-relaxed"):
+        for srv in ("upstream (direct, no TLS)",) + SERVERS:
             r = run(srv, ka)
             print(f"{mode:<12} {srv:<26} {r['rps']:>9,.0f} {fmt(r['p50_ms'],2):>8} {fmt(r['p99_ms'],2):>8} "
                   f"{fmt(r['p999_ms'],2):>9} {fmt(r['cpu_s_per_1k'],3):>9} {fmt(r['peak_rss_mb']):>12} {r['ok_ratio']:>6.3f}")
-    print("\nratios popgate/nginx (req/s: higher is better for popgate; latency, CPU, RSS: lower is better)")
+    print("\nratios (req/s: higher is better for popgate; latency, CPU, RSS: lower is better)")
     ratios = []
     for ka in (True, False):
-        ng = run("nginx", ka)
-        for srv in ("popgate-durable", "popgate-relaxed"):
-            pg = run(srv, ka)
-            def ratio(k):
-                return (pg[k] / ng[k]) if ng.get(k) and pg.get(k) is not None else None
-            row = {"mode": "keep-alive" if ka else "new conn", "server": srv,
-                   **{k: ratio(k) for k in ("rps", "p50_ms", "p99_ms", "p999_ms", "cpu_s_per_1k", "peak_rss_mb")}}
-            ratios.append(row)
-            print(f"  {row['mode']:<11} {srv:<16} req/s {fmt(row['rps'],2)}  p50 {fmt(row['p50_ms'],2)}  "
-                  f"p99 {fmt(row['p99_ms'],2)}  p99.9 {fmt(row['p999_ms'],2)}  CPU/req {fmt(row['cpu_s_per_1k'],2)}  "
-                  f"RSS {fmt(row['peak_rss_mb'],2)}")
-    print(f"\nidle mTLS connections held open ({args.idle})")
-    for name, r in results["idle"].items():
-        print(f"  {name:<16} opened {r['opened']:,} (alive {r['alive_after_1s']:,}, failed {r['failed']}), "
-              f"RSS {r['rss_before_mb']} → {r['rss_after_mb']} MB, {r['kb_per_connection']} KiB/connection")
+        for peer in ("nginx", "bare-pingora"):
+            base = run(peer, ka)
+            for srv in ("popgate-durable", "popgate-relaxed"):
+                pg = run(srv, ka)
+
+                def ratio(k):
+                    return (pg[k] / base[k]) if base.get(k) and pg.get(k) is not None else None
+                row = {"mode": "keep-alive" if ka else "new conn", "server": srv, "vs": peer,
+                       **{k: ratio(k) for k in METRICS}}
+                ratios.append(row)
+                print(f"  {row['mode']:<11} {srv:<16} / {peer:<13} req/s {fmt(row['rps'],2)}  p50 {fmt(row['p50_ms'],2)}  "
+                      f"p99 {fmt(row['p99_ms'],2)}  p99.9 {fmt(row['p999_ms'],2)}  CPU/req {fmt(row['cpu_s_per_1k'],2)}  "
+                      f"RSS {fmt(row['peak_rss_mb'],2)}")
+    for key, label in (("idle", "right after the handshake"), ("idle_after_request", "after one request each")):
+        print(f"\nidle mTLS connections held open ({args.idle}), {label}")
+        for name, r in results[key].items():
+            print(f"  {name:<16} opened {r['opened']:,} (alive {r['alive_after_1s']:,}, failed {r['failed']}), "
+                  f"RSS {r['rss_before_mb']} → {r['rss_after_mb']} MB, {r['kb_per_connection']} KiB/connection")
     results["ratios"] = ratios
     results["setup"] = {
-        "seconds": args.seconds, "connections": args.connections, "threads": THREADS, "idle": args.idle,
+        "seconds": args.seconds, "rounds": args.rounds, "connections": args.connections, "threads": THREADS,
+        "idle": args.idle,
         "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
         "oha": subprocess.run([oha_bin, "--version"], capture_output=True, text=True).stdout.strip(),
         "popgate": subprocess.run([popgate, "--version"], capture_output=True, text=True).stdout.strip(),

@@ -64,9 +64,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut crls = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = Some(value),
             "--upstream" => upstream = Some(value),

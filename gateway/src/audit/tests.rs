@@ -97,13 +97,21 @@ fn open_segment_is_preallocated_with_zeros_and_sealed_ones_hold_records_only() {
     assert!(end > 0 && bytes[end - 1] == b'\n');
     // The rest of the step is there already, as zeros: appends do not grow
     // the file, so their fdatasync carries no size change.
-    assert!(bytes.len() > end + 4096, "{} bytes, data {end}", bytes.len());
+    assert!(
+        bytes.len() > end + 4096,
+        "{} bytes, data {end}",
+        bytes.len()
+    );
     assert!(bytes[end..].iter().all(|b| *b == 0));
     // A restart writes right after the records, not after the padding.
     write(&f, 3, |_| None);
     assert_eq!(f.verify().unwrap().records, 8);
     let again = std::fs::read(f.seg(1)).unwrap();
-    assert_eq!(again.len(), bytes.len(), "the padding was used, not extended");
+    assert_eq!(
+        again.len(),
+        bytes.len(),
+        "the padding was used, not extended"
+    );
 
     let small = fixture(4096);
     write(&small, 40, |_| None);
@@ -111,7 +119,11 @@ fn open_segment_is_preallocated_with_zeros_and_sealed_ones_hold_records_only() {
     assert!(s.sealed >= 2, "{s:?}");
     for n in 1..=s.sealed as u64 {
         let sealed = std::fs::read(small.seg(n)).unwrap();
-        assert_eq!(segment::data_end(&sealed), sealed.len(), "segment {n} keeps padding");
+        assert_eq!(
+            segment::data_end(&sealed),
+            sealed.len(),
+            "segment {n} keeps padding"
+        );
         assert_eq!(sealed.last(), Some(&b'\n'));
     }
 }

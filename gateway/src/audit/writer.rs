@@ -458,15 +458,15 @@ impl Writer {
             .reserve(buf.len() as u64)
             .and_then(|()| self.file.write_all_at(&buf, self.len))
             .and_then(|_| {
-            if sync_now {
-                let t = Instant::now();
-                let r = self.file.sync_data();
-                fsync.observe(t.elapsed().as_secs_f64());
-                r
-            } else {
-                Ok(())
-            }
-        });
+                if sync_now {
+                    let t = Instant::now();
+                    let r = self.file.sync_data();
+                    fsync.observe(t.elapsed().as_secs_f64());
+                    r
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = outcome {
             // Undo: no partial record may precede later whole ones.
             if self.file.set_len(len0).is_ok() {
