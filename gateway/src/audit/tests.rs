@@ -117,7 +117,7 @@ fn open_segment_is_preallocated_with_zeros_and_sealed_ones_hold_records_only() {
     write(&small, 40, |_| None);
     let s = small.verify().unwrap();
     assert!(s.sealed >= 2, "{s:?}");
-    for n in 1..=s.sealed as u64 {
+    for n in 1..=s.sealed {
         let sealed = std::fs::read(small.seg(n)).unwrap();
         assert_eq!(
             segment::data_end(&sealed),

@@ -424,9 +424,16 @@ async fn keep_alive_requests_are_bounded_and_idle_ones_end_at_shutdown() {
     }
     if !cut {
         let r = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
-        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "dribbled head still open: {r:?}");
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "dribbled head still open: {r:?}"
+        );
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(upstream.requests().len(), 3);
     drop(s);
 
@@ -438,9 +445,16 @@ async fn keep_alive_requests_are_bounded_and_idle_ones_end_at_shutdown() {
     let stopping = Instant::now();
     gw.signal(libc::SIGTERM);
     let r = tokio::time::timeout(Duration::from_secs(8), idle.read(&mut buf)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "idle connection kept open: {r:?}");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection kept open: {r:?}"
+    );
     assert!(gw.child.wait().unwrap().success());
-    assert!(stopping.elapsed() < Duration::from_secs(8), "{:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
     drop(gw);
     assert_eq!(pki.audit_search(&audit, ID, &[]).len(), 4);
     let (code, out) = pki.audit_verify(&audit);
