@@ -6,7 +6,8 @@ and client certificate, rate-limit per client certificate (set high enough
 never to trigger), write a per-request log, and proxy to the same upstream
 (popgate's synthetic registry). Bare pingora (gateway/examples/bare_pingora.rs)
 is the ceiling popgate is built on: the same pingora + rustls, mTLS with the
-same CA and CRL, HTTP/1.1 + h2, the same upstream, and nothing else. The
+same CA and CRL, HTTP/1.1 + h2, the same upstream, and nothing else. TLS
+session resumption is off on all three (oha's client would resume). The
 upstream is also measured directly. All get the same number of worker threads.
 
 Modes: keep-alive (many requests per connection) and a new TLS connection
@@ -376,7 +377,7 @@ def main():
             if name == "bare-pingora":
                 return Server(name, [bare, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up_port}",
                                      "--threads", str(THREADS), "--cert", "pki/server.pem", "--key", "pki/server.key",
-                                     "--client-ca", "pki/ca.pem", "--crl", "pki/crl.pem"], port, tmp)
+                                     "--client-ca", "pki/ca.pem", "--crl", "pki/crl.pem", "--no-resumption"], port, tmp)
             cfg = popgate_config(tmp, port, up_port, name.split("-")[1], name)
             return Server(name, [popgate, "serve", "--config", cfg], port, tmp)
 
