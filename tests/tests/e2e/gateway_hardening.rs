@@ -55,6 +55,25 @@ fn metrics(admin: u16) -> String {
     admin_get(admin, "/metrics").1
 }
 
+/// Asserts that the peer closes `s` (EOF or error on read, waiting at most
+/// `wait`), and that it did so less than `within` after `since`.
+async fn assert_closed<S>(s: &mut S, since: Instant, wait: Duration, within: Duration, what: &str)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = [0u8; 1024];
+    let r = tokio::time::timeout(wait, s.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "{what} still open: {r:?}"
+    );
+    assert!(
+        since.elapsed() < within,
+        "{what} closed only after {:?}",
+        since.elapsed()
+    );
+}
+
 /// Finding 1: an agency sends an allowed request and resets the connection
 /// while the registry works on it. Every request that reached the registry
 /// has a durable access record, and an outcome saying the agency left.
@@ -422,18 +441,19 @@ async fn keep_alive_requests_are_bounded_and_idle_ones_end_at_shutdown() {
             break;
         }
     }
-    if !cut {
-        let r = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
-        assert!(
-            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-            "dribbled head still open: {r:?}"
-        );
+    let limit = Duration::from_secs(4);
+    if cut {
+        assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    } else {
+        assert_closed(
+            &mut s,
+            started,
+            Duration::from_secs(1),
+            limit,
+            "dribbled head",
+        )
+        .await;
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(upstream.requests().len(), 3);
     drop(s);
 
@@ -444,11 +464,15 @@ async fn keep_alive_requests_are_bounded_and_idle_ones_end_at_shutdown() {
     assert_eq!(parse(&buf[..n]).unwrap().status, 200);
     let stopping = Instant::now();
     gw.signal(libc::SIGTERM);
-    let r = tokio::time::timeout(Duration::from_secs(8), idle.read(&mut buf)).await;
-    assert!(
-        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-        "idle connection kept open: {r:?}"
-    );
+    let eight = Duration::from_secs(8);
+    assert_closed(
+        &mut idle,
+        stopping,
+        eight,
+        eight,
+        "idle connection at shutdown",
+    )
+    .await;
     assert!(gw.child.wait().unwrap().success());
     assert!(
         stopping.elapsed() < Duration::from_secs(8),
@@ -524,16 +548,8 @@ async fn slow_idle_and_hoarded_connections_are_bounded() {
     let n = s.read(&mut buf).await.unwrap();
     assert_eq!(parse(&buf[..n]).unwrap().status, 200);
     let idle_from = Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(6), s.read(&mut buf)).await;
-    assert!(
-        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-        "idle h1 connection still open: {r:?}"
-    );
-    assert!(
-        idle_from.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        idle_from.elapsed()
-    );
+    let (six, four) = (Duration::from_secs(6), Duration::from_secs(4));
+    assert_closed(&mut s, idle_from, six, four, "idle h1 connection").await;
     drop(s);
 
     // Idle HTTP/2: closed too.
