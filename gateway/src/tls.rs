@@ -478,7 +478,7 @@ impl AgencyCertVerifier {
         &self,
         der: &[u8],
         intermediates: &[CertificateDer<'_>],
-        trust: Arc<Trust>,
+        mut trust: Arc<Trust>,
     ) -> Result<(), rustls::Error> {
         let ident = CertIdentity::from_der(der).map_err(|e| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
@@ -490,6 +490,19 @@ impl AgencyCertVerifier {
             .verified
             .lock()
             .map_err(|_| rustls::Error::General("identity cache poisoned".into()))?;
+        // A reload swaps the trust and then, under this lock, re-judges what
+        // is remembered. A chain verified under the old trust and remembered
+        // after that pass would escape it (a certificate revoked by the new
+        // CRL would keep its identity): judge it under the current trust.
+        let current = self.inner.load_full();
+        if !Arc::ptr_eq(&current, &trust) {
+            current.verifier.verify_client_cert(
+                &CertificateDer::from(der),
+                intermediates,
+                UnixTime::now(),
+            )?;
+            trust = current;
+        }
         if map.len() >= IDENTITY_CACHE_MAX && !map.contains_key(&key) {
             // Evict an arbitrary entry; a live connection's entry being
             // evicted only costs that connection a refusal (fail closed).
@@ -697,6 +710,7 @@ mod tests {
         assert!(!v.verified.lock().unwrap()[&key].vouches(&trust, &extra, now));
 
         // A revocation loaded by a reload ends the reuse at once.
+        let before_reload = v.inner.load_full();
         f.pki.revoke(&long_path).unwrap();
         TlsMaterial::load(&f.files)
             .unwrap()
@@ -707,5 +721,13 @@ mod tests {
         assert_eq!(failure_reason(&e), "revoked", "{e:?}");
         // Others stay verified, under the new trust.
         assert!(vouched(v, &short, now));
+
+        // A handshake verified under the old trust that reaches `remember`
+        // only after the reload re-judged the cache is judged again, not
+        // remembered with the identity the new CRL revoked.
+        let late = v.remember(long.as_ref(), &[], before_reload).unwrap_err();
+        assert_eq!(failure_reason(&late), "revoked", "{late:?}");
+        let key: [u8; 32] = Sha256::digest(long.as_ref()).into();
+        assert!(v.identity(&key).is_none());
     }
 }

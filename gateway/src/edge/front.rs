@@ -167,10 +167,13 @@ where
                     }
                     _ = stop.wait_for(|stopping| *stopping) => return None,
                 }
-            } else if !matches!(stream.read(&mut first).await, Ok(1)) {
-                // The first request's wait is bounded by the caller's
-                // header deadline.
-                return None;
+            } else {
+                // The caller's header deadline bounds this wait and counts
+                // it; the timeout here only guards any path that skips it.
+                let read = tokio::time::timeout(self.handshake_timeout, stream.read(&mut first));
+                if !matches!(read.await, Ok(Ok(1))) {
+                    return None;
+                }
             }
             let mut session = ServerSession::new_http1(stream);
             match reused.take() {
