@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 
 use super::queue::{self, Received, Refused};
-use super::record::{self, Access, Event, Outcome, Stored, GENESIS};
+use super::record::{self, Access, Event, Outcome, GENESIS};
 use super::segment::{self, Checkpoint, CheckpointKind, Seal};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -422,13 +422,7 @@ impl Writer {
         );
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for job in batch {
-            let stored = Stored {
-                seq: self.seq + 1,
-                event: job.event.clone(),
-                prev: std::mem::take(&mut self.prev),
-            };
-            let encoded = record::encode(&stored);
-            self.prev = stored.prev;
+            let encoded = record::encode_parts(self.seq + 1, &job.event, &self.prev);
             let (line, hash) = match encoded {
                 Ok(x) => x,
                 Err(e) => {
@@ -439,7 +433,7 @@ impl Writer {
                     return Err(AuditError::Write(format!("cannot encode record: {e}")));
                 }
             };
-            if let Some(r) = stored.event.citizen_ref() {
+            if let Some(r) = job.event.citizen_ref() {
                 self.index.push((r.to_owned(), self.len + buf.len() as u64));
             }
             buf.extend_from_slice(&line);
