@@ -138,7 +138,7 @@ fn write_files(opts: &DemoOptions, dir: &Path) -> Result<DemoFiles, GatewayError
          tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\n\
          upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
          registry: agencies.yaml\n\
-         audit:\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n\
+         audit:\n  instance: demo-1\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n\
          admin:\n  listen: 127.0.0.1:{aport}\n\
          # Gia Lai may connect only with a current, passing popscan verdict.\n\
          admission:\n  verdicts_dir: verdicts\n  trusted_keys: [pki/verdict-signing.pub]\n  \

@@ -51,6 +51,8 @@ fn config(root: &std::path::Path, name: &str, durability: Durability, seg: u64) 
         generate_hmac_key(&keys.join("h.key")).unwrap();
     }
     let c = AuditConfig {
+        instance: None,
+        store: None,
         dir: root.join(name),
         hmac_key: keys.join("h.key"),
         seal_key: keys.join("s.key"),

@@ -28,6 +28,27 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     tls_state.verifier.set_metrics(metrics.clone());
     metrics.register(Box::new(audit.stats().fsync_seconds.clone()));
+    // Shipping to the cluster's store runs beside serving, never in its
+    // way: readiness does not depend on the store.
+    let shipper = match (&config.audit.store, &config.audit.instance) {
+        (Some(store), Some(instance)) => {
+            let ship_metrics = crate::audit::ship::ShipMetrics::new();
+            for c in ship_metrics.collectors() {
+                metrics.register(c);
+            }
+            let handle = crate::audit::ship::spawn(
+                &config.audit.dir,
+                instance.clone(),
+                store,
+                audit.stats().head_seq.clone(),
+                ship_metrics,
+            )
+            .map_err(|e| GatewayError::runtime("starting the audit shipper", e))?;
+            tracing::info!(%instance, store = %crate::audit::store::redact(&store.url), "shipping the audit log to the store");
+            Some(handle)
+        }
+        _ => None,
+    };
     let drain = crate::shutdown::Drain::new(metrics.inflight.clone(), config.drain_timeout);
     let admission = admission(&config, &metrics)?;
     if let Some(addr) = config.admin_listen {
@@ -110,6 +131,10 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
     match audit_at_exit.seal_now(std::time::Duration::from_secs(10)) {
         Ok(()) => tracing::info!("audit log sealed; exiting"),
         Err(e) => tracing::error!(error = %e, "audit log not sealed at exit"),
+    }
+    if let Some(s) = shipper {
+        // Ship the seal and the `closed` mark too, if the store is there.
+        s.finish(std::time::Duration::from_secs(5));
     }
     std::process::exit(0)
 }

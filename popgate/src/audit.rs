@@ -2,39 +2,149 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway::audit::instance::InstanceId;
+use gateway::audit::segment::SealKeys;
+use gateway::audit::ship::Shipper;
+use gateway::audit::store::{redact, Store};
+use gateway::audit::store_verify;
+
 use crate::{Failure, OutputFormat};
 
-/// `audit verify`: whole, in order, unaltered — or the first place it is not.
-pub fn verify(dir: &Path, key: &Path) -> Result<(), Failure> {
-    let key = certs::signing::load_verifying_key(key).map_err(|e| Failure {
-        code: 2,
+fn usage(message: String) -> Failure {
+    Failure { code: 2, message }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage(format!("runtime: {e}")))
+}
+
+async fn connect(url: &str) -> Result<Store, Failure> {
+    Store::connect(url).await.map_err(|e| Failure {
+        code: 1,
         message: e.to_string(),
-    })?;
-    match gateway::audit::verify::verify(dir, &key) {
-        Ok(s) => println!(
-            "{}: ok — {} records in {} segments ({} sealed, {} checkpoints; {} newest records not yet checkpointed), {} .. {}",
+    })
+}
+
+/// `audit verify`: whole, in order, unaltered — or the first place it is
+/// not; locally, in the store, and the two compared.
+pub fn verify(
+    dir: Option<&Path>,
+    keys: &[PathBuf],
+    store: Option<&str>,
+    instance: Option<&str>,
+) -> Result<(), Failure> {
+    let mut loaded = Vec::new();
+    for k in keys {
+        loaded.push(certs::signing::load_verifying_key(k).map_err(|e| usage(e.to_string()))?);
+    }
+    let keys = SealKeys::new(loaded);
+    let not_intact = |message: String| Failure {
+        code: 1,
+        message: format!("audit log NOT intact: {message}"),
+    };
+    let mut local_instance = None;
+    if let Some(dir) = dir {
+        let s = gateway::audit::verify::verify(dir, keys.clone())
+            .map_err(|f| not_intact(f.to_string()))?;
+        println!(
+            "{}: ok — {} records in {} segments ({} sealed, {} deleted after shipping, {} checkpoints; {} newest records not yet checkpointed){}, {} .. {}",
             dir.display(),
             s.records,
             s.segments,
             s.sealed,
+            s.pruned,
             s.checkpoints,
             s.unvouched,
+            s.instance
+                .as_deref()
+                .map(|i| format!(", instance {i}"))
+                .unwrap_or_default(),
             s.first_time.as_deref().unwrap_or("-"),
             s.last_time.as_deref().unwrap_or("-")
-        ),
-        Err(finding) => {
-            return Err(Failure {
-                code: 1,
-                message: format!("audit log NOT intact: {finding}"),
-            })
+        );
+        local_instance = s.instance;
+    }
+    let Some(url) = store else { return Ok(()) };
+    if let (Some(a), Some(b)) = (instance, local_instance.as_deref()) {
+        if a != b {
+            return Err(usage(format!(
+                "--instance {a} but the directory holds instance {b}'s log"
+            )));
         }
     }
-    Ok(())
+    let only = instance.map(str::to_owned).or(local_instance.clone());
+    runtime()?.block_on(async {
+        let store = connect(url).await?;
+        let summaries = store_verify::verify(&store, &keys, only.as_deref())
+            .await
+            .map_err(|f| not_intact(format!("store {}: {f}", redact(url))))?;
+        for s in &summaries {
+            println!(
+                "store {}: instance {}: ok — {} records in {} segments ({} sealed, {} checkpoints), {} .. {}; newest checkpoint {}",
+                redact(url),
+                s.instance,
+                s.records,
+                s.segments,
+                s.sealed,
+                s.checkpoints,
+                s.first_time.as_deref().unwrap_or("-"),
+                s.last_time.as_deref().unwrap_or("-"),
+                s.newest_checkpoint.as_deref().unwrap_or("-"),
+            );
+        }
+        if let Some(dir) = dir {
+            let Some(inst) = local_instance.as_deref().or(instance) else {
+                return Err(usage(format!(
+                    "{}: its records name no instance (written before audit.instance was set): say which with --instance",
+                    dir.display()
+                )));
+            };
+            let unshipped = store_verify::compare_local(&store, dir, inst)
+                .await
+                .map_err(|f| not_intact(f.to_string()))?;
+            println!(
+                "{} and the store agree on every shipped record of instance {inst} ({unshipped} local records not shipped yet)",
+                dir.display()
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `audit ship`: a directory into the store, until caught up.
+pub fn ship(dir: &Path, instance: &str, url: &str) -> Result<(), Failure> {
+    let id = InstanceId::parse(instance).map_err(usage)?;
+    let fail = |e: gateway::audit::ship::ShipError| Failure {
+        code: 1,
+        message: format!("shipping {}: {} error: {e}", dir.display(), e.kind),
+    };
+    runtime()?.block_on(async {
+        let mut store = connect(url).await?;
+        store.ensure_schema().await.map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })?;
+        let mut shipper = Shipper::new(dir, id, 2000);
+        let started = std::time::Instant::now();
+        let n = shipper.catch_up(&mut store).await.map_err(fail)?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "shipped {n} records of instance {instance} to {} in {secs:.1} s ({:.0} records/s); the store holds it up to seq {}",
+            redact(url),
+            n as f64 / secs.max(1e-9),
+            shipper.shipped_seq().unwrap_or(0)
+        );
+        Ok(())
+    })
 }
 
 pub struct SearchArgs {
     pub citizen: String,
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub hmac_key: PathBuf,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -47,16 +157,13 @@ pub fn search(args: &SearchArgs) -> Result<(), Failure> {
     let SearchArgs {
         citizen,
         dir,
+        store,
         hmac_key,
         since,
         until,
         agency,
         format,
     } = args;
-    let usage = |m: String| Failure {
-        code: 2,
-        message: m,
-    };
     let key = gateway::audit::load_hmac_key(hmac_key).map_err(|e| usage(e.to_string()))?;
     let bound = |v: Option<String>, flag: &str| -> Result<Option<String>, Failure> {
         match v {
@@ -77,10 +184,20 @@ pub fn search(args: &SearchArgs) -> Result<(), Failure> {
         agency: agency.clone(),
     };
     let r = gateway::audit::record::citizen_ref(&key, citizen);
-    let hits = gateway::audit::search::search(dir, &r, &filter).map_err(|m| Failure {
+    let failed = |m: String| Failure {
         code: 1,
         message: m,
-    })?;
+    };
+    let hits = match (dir, store) {
+        (Some(dir), _) => gateway::audit::search::search(dir, &r, &filter).map_err(failed)?,
+        (None, Some(url)) => runtime()?.block_on(async {
+            let store = connect(url).await?;
+            gateway::audit::search::search_store(&store, &r, &filter)
+                .await
+                .map_err(failed)
+        })?,
+        (None, None) => return Err(usage("give --dir or --store".into())),
+    };
     print_hits(&hits, *format);
     Ok(())
 }
@@ -110,6 +227,7 @@ fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
                     let mut v = serde_json::to_value(&h.access).unwrap_or_default();
                     if let Some(obj) = v.as_object_mut() {
                         obj.insert("seq".into(), h.seq.into());
+                        obj.insert("instance".into(), h.instance.clone().into());
                         obj.insert("status".into(), h.status().into());
                         obj.insert("ending".into(), ending(h).into());
                         obj.insert(
@@ -126,7 +244,9 @@ fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
             );
         }
         OutputFormat::Csv => {
-            println!("time,agency,route,purpose,decision,ending,status,request_id,cert_serial");
+            println!(
+                "time,agency,route,purpose,decision,ending,status,request_id,cert_serial,instance"
+            );
             for h in hits {
                 let a = &h.access;
                 println!(
@@ -144,20 +264,41 @@ fn print_hits(hits: &[gateway::audit::search::Hit], format: OutputFormat) {
                             .as_ref()
                             .map(|c| c.serial.clone())
                             .unwrap_or_default(),
+                        h.instance.clone().unwrap_or_default(),
                     ])
                 );
             }
         }
         OutputFormat::Table => {
+            // The instance column only when the records name instances.
+            let width = hits
+                .iter()
+                .filter_map(|h| h.instance.as_ref().map(|i| i.len() + 1))
+                .max()
+                .map_or(0, |w| w.max(9));
+            let instance = |h: &gateway::audit::search::Hit| {
+                format!("{:<width$}", h.instance.as_deref().unwrap_or("-"))
+            };
             println!(
-                "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} PURPOSE",
-                "TIME (UTC)", "AGENCY", "ROUTE", "DECISION", "ENDING", "STATUS"
+                "{:<24} {:<width$}{:<16} {:<18} {:<8} {:<20} {:<6} PURPOSE",
+                "TIME (UTC)",
+                if width > 0 { "INSTANCE" } else { "" },
+                "AGENCY",
+                "ROUTE",
+                "DECISION",
+                "ENDING",
+                "STATUS"
             );
             for h in hits {
                 let a = &h.access;
                 println!(
-                    "{:<24} {:<16} {:<18} {:<8} {:<20} {:<6} {}",
+                    "{:<24} {}{:<16} {:<18} {:<8} {:<20} {:<6} {}",
                     a.time,
+                    if width > 0 {
+                        instance(h)
+                    } else {
+                        String::new()
+                    },
                     a.agency.as_deref().unwrap_or("-"),
                     a.route.as_deref().unwrap_or("-"),
                     decision(h),

@@ -91,21 +91,48 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every record's hash, every link, the segment order and every
-    /// seal. Exit 0 with a summary, or 1 naming the first bad file:line.
+    /// Check every record's hash, every link, the segment order, every
+    /// seal and checkpoint: of a local directory, of the cluster's store
+    /// (--store), or both (then also compared record by record). Exit 0
+    /// with a summary, or 1 naming the first bad file:line or store row.
     Verify {
         /// The audit directory (audit.dir in gateway.yaml).
-        dir: PathBuf,
-        /// The seal public key (audit-seal.pub from `popgate pki init`).
+        #[arg(required_unless_present = "store")]
+        dir: Option<PathBuf>,
+        /// The seal public key (audit-seal.pub from `popgate pki init`);
+        /// repeat it when instances seal with different keys.
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The audit store (audit.store.url), e.g.
+        /// postgres://auditor@db.internal/popgate.
         #[arg(long)]
-        key: PathBuf,
+        store: Option<String>,
+        /// Only this instance of the store.
+        #[arg(long, requires = "store")]
+        instance: Option<String>,
+    },
+    /// Ship a local audit directory into the store and exit once every
+    /// vouched-for record is there: for the log of an instance that no
+    /// longer runs (a running popgate ships its own).
+    Ship {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The instance whose log it is (its audit.instance).
+        #[arg(long)]
+        instance: String,
+        #[arg(long)]
+        store: String,
     },
     /// Who accessed this citizen's data, when, and for which purpose.
     Search {
         #[arg(long)]
         citizen: String,
+        /// One instance's audit directory.
+        #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+        dir: Option<PathBuf>,
+        /// Every instance, from the cluster's audit store (audit.store.url).
         #[arg(long)]
-        dir: PathBuf,
+        store: Option<String>,
         /// The citizen-reference HMAC key (audit.hmac_key in gateway.yaml).
         #[arg(long)]
         hmac_key: PathBuf,
@@ -242,10 +269,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             tracing::info!(%listen, crl = %crl.display(), "publishing the CRL at /crl.der and /crl.pem");
             serve_until_ctrl_c(listen, |l| gateway::crl_publisher::serve(l, crl))?
         }
-        Command::Audit(AuditCommand::Verify { dir, key }) => audit::verify(&dir, &key)?,
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            key,
+            store,
+            instance,
+        }) => audit::verify(dir.as_deref(), &key, store.as_deref(), instance.as_deref())?,
+        Command::Audit(AuditCommand::Ship {
+            dir,
+            instance,
+            store,
+        }) => audit::ship(&dir, &instance, &store)?,
         Command::Audit(AuditCommand::Search {
             citizen,
             dir,
+            store,
             hmac_key,
             since,
             until,
@@ -254,6 +292,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }) => audit::search(&audit::SearchArgs {
             citizen,
             dir,
+            store,
             hmac_key,
             since,
             until,

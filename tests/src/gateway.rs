@@ -158,6 +158,9 @@ pub struct ConfigBuilder<'a> {
     audit: PathBuf,
     admin: bool,
     extra: String,
+    instance: Option<String>,
+    store: Option<String>,
+    store_extra: String,
 }
 
 /// A written config: where it is and what it listens on.
@@ -189,6 +192,9 @@ impl TestPki {
             audit: self.dir.path().join("audit"),
             admin: false,
             extra: String::new(),
+            instance: None,
+            store: None,
+            store_extra: String::new(),
         }
     }
 }
@@ -205,6 +211,21 @@ impl ConfigBuilder<'_> {
     }
     pub fn audit_dir(mut self, dir: &Path) -> Self {
         self.audit = dir.to_owned();
+        self
+    }
+    /// `audit.instance`.
+    pub fn instance(mut self, id: &str) -> Self {
+        self.instance = Some(id.to_owned());
+        self
+    }
+    /// `audit.store.url` (needs [`ConfigBuilder::instance`]).
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = Some(url.to_owned());
+        self
+    }
+    /// More `audit.store` settings, as YAML lines indented by four.
+    pub fn store_setting(mut self, line: &str) -> Self {
+        self.store_extra.push_str(&format!("    {line}\n"));
         self
     }
     /// Adds an admin listener on a free port.
@@ -225,8 +246,15 @@ impl ConfigBuilder<'_> {
             std::fs::write(dir.join("agencies.yaml"), REGISTRY).expect("registry");
         }
         let admin = self.admin.then(free_port);
+        let mut audit_extra = String::new();
+        if let Some(i) = &self.instance {
+            audit_extra.push_str(&format!("  instance: {i}\n"));
+        }
+        if let Some(u) = &self.store {
+            audit_extra.push_str(&format!("  store:\n    url: {u}\n{}", self.store_extra));
+        }
         let mut cfg = format!(
-            "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {timeout}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n",
+            "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {timeout}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n{audit_extra}",
             upstream = self.upstream,
             timeout = self.read_timeout_ms,
             audit = self.audit.display()

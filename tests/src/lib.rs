@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod postgres;
 pub mod redis;
 pub mod targets;
 pub mod upstream;

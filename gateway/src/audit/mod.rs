@@ -6,11 +6,19 @@
 //! - [`segment`]: segment, seal and index files.
 //! - [`verify`]: `popgate audit verify`.
 //! - [`search`]: `popgate audit search`.
+//! - [`store`], [`ship`], [`retention`], [`store_verify`]: the cluster's
+//!   audit store in PostgreSQL, how each instance's log gets there, when a
+//!   shipped local segment may go, and `audit verify --store`.
 
+pub mod instance;
 mod queue;
 pub mod record;
+pub mod retention;
 pub mod search;
 pub mod segment;
+pub mod ship;
+pub mod store;
+pub mod store_verify;
 pub mod verify;
 pub mod writer;
 
@@ -56,6 +64,13 @@ pub const MAX_UNCHECKPOINTED_SPAN: Duration = Duration::from_secs(6);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuditConfig {
+    /// This instance's id in the cluster (see [`instance`]); required
+    /// with `store`.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Ship the log to the cluster's audit store.
+    #[serde(default)]
+    pub store: Option<store::RawStoreConfig>,
     pub dir: String,
     pub hmac_key: String,
     pub seal_key: String,
@@ -97,6 +112,8 @@ fn default_checkpoint_ms() -> u64 {
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    pub instance: Option<instance::InstanceId>,
+    pub store: Option<store::StoreConfig>,
     pub dir: PathBuf,
     pub hmac_key: PathBuf,
     pub seal_key: PathBuf,
@@ -129,7 +146,27 @@ impl AuditConfig {
                 "audit.flush_interval_ms must be between 1 and 60000",
             ));
         }
+        let instance = raw
+            .instance
+            .as_deref()
+            .map(instance::InstanceId::parse)
+            .transpose()
+            .map_err(|e| ConfigError::new(file, format!("audit.instance: {e}")))?;
+        let store = raw
+            .store
+            .as_ref()
+            .map(store::StoreConfig::from_raw)
+            .transpose()
+            .map_err(|e| ConfigError::new(file, e))?;
+        if store.is_some() && instance.is_none() {
+            return Err(ConfigError::new(
+                file,
+                "audit.store needs audit.instance: every instance's records are keyed by its id in the store",
+            ));
+        }
         Ok(AuditConfig {
+            instance,
+            store,
             dir: rel(&raw.dir),
             hmac_key: rel(&raw.hmac_key),
             seal_key: rel(&raw.seal_key),

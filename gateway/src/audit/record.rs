@@ -132,6 +132,10 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub seq: u64,
+    /// The popgate instance whose chain this record is on (`audit.instance`);
+    /// absent in logs of instances configured without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     #[serde(flatten)]
     pub event: Event,
     pub prev: String,
@@ -140,13 +144,20 @@ pub struct Stored {
 /// Encodes a stored record as a line (with trailing newline) and returns
 /// the line and its hash.
 pub fn encode(stored: &Stored) -> Result<(Vec<u8>, String), serde_json::Error> {
-    encode_parts(stored.seq, &stored.event, &stored.prev)
+    encode_parts(
+        stored.seq,
+        stored.instance.as_deref(),
+        &stored.event,
+        &stored.prev,
+    )
 }
 
 /// [`Stored`]'s serialised form, borrowing its parts.
 #[derive(Serialize)]
 struct StoredRef<'a> {
     seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<&'a str>,
     #[serde(flatten)]
     event: &'a Event,
     prev: &'a str,
@@ -157,10 +168,16 @@ struct StoredRef<'a> {
 /// event (a dozen strings) to do so was measurable per request.
 pub fn encode_parts(
     seq: u64,
+    instance: Option<&str>,
     event: &Event,
     prev: &str,
 ) -> Result<(Vec<u8>, String), serde_json::Error> {
-    let mut body = serde_json::to_vec(&StoredRef { seq, event, prev })?;
+    let mut body = serde_json::to_vec(&StoredRef {
+        seq,
+        instance,
+        event,
+        prev,
+    })?;
     let hash = hex_string(&Sha256::digest(&body));
     // Replace the closing brace with the hash field.
     body.pop();
@@ -272,6 +289,7 @@ pub(crate) mod tests {
     fn encode_decode_round_trip_and_any_byte_change_is_caught() {
         let s = Stored {
             seq: 7,
+            instance: Some("hcm-1".into()),
             event: Event::Access(sample("r1", Some("001203012345"))),
             prev: GENESIS.into(),
         };

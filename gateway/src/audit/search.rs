@@ -41,6 +41,8 @@ impl Filter {
 /// before recording it — the access itself was recorded before forwarding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
+    /// The instance whose log holds it (when the log names one).
+    pub instance: Option<String>,
     pub seq: u64,
     pub access: Access,
     pub outcome: Option<Outcome>,
@@ -80,24 +82,85 @@ pub fn search(dir: &Path, citizen_ref: &str, filter: &Filter) -> Result<Vec<Hit>
             }
         }
     }
-    let mut outcomes: std::collections::HashMap<String, Outcome> = events
+    Ok(join(events, filter))
+}
+
+/// Pairs each access with its outcome record (same instance, same request
+/// id) and keeps the accesses the filter keeps, in the order given.
+fn join(events: Vec<Stored>, filter: &Filter) -> Vec<Hit> {
+    let mut outcomes: std::collections::HashMap<(Option<String>, String), Outcome> = events
         .iter()
         .filter_map(|s| match &s.event {
-            Event::Outcome(o) => Some((o.request_id.clone(), o.clone())),
+            Event::Outcome(o) => Some(((s.instance.clone(), o.request_id.clone()), o.clone())),
             Event::Access(_) => None,
         })
         .collect();
-    Ok(events
+    events
         .into_iter()
         .filter_map(|s| match s.event {
             Event::Access(a) if filter.keeps(&a) => Some(Hit {
+                outcome: outcomes.remove(&(s.instance.clone(), a.request_id.clone())),
+                instance: s.instance,
                 seq: s.seq,
-                outcome: outcomes.remove(&a.request_id),
                 access: a,
             }),
             _ => None,
         })
-        .collect())
+        .collect()
+}
+
+/// All accesses to the citizen with reference `citizen_ref` through every
+/// instance that ships to `store`, oldest first (merged by time).
+///
+/// Each row's line is hash-checked and must name the citizen asked about,
+/// so an edited column can neither hide nor plant a hit without `verify
+/// --store` reporting the row; run that for the proof that none is missing.
+pub async fn search_store(
+    store: &super::store::Store,
+    citizen_ref: &str,
+    filter: &Filter,
+) -> Result<Vec<Hit>, String> {
+    let since = filter.since.as_deref().unwrap_or("-infinity");
+    let until = filter.until.as_deref().unwrap_or("infinity");
+    // Outcomes are kept past `until`: they complete an access inside it.
+    let rows = store
+        .client
+        .query(
+            "SELECT instance, seq, line FROM popgate_audit_records
+              WHERE citizen_ref = $1
+                AND time >= $2::text::timestamptz
+                AND (kind = 'outcome' OR time < $3::text::timestamptz)
+                AND ($4::text IS NULL OR agency = $4)
+              ORDER BY time, instance, seq",
+            &[&citizen_ref, &since, &until, &filter.agency],
+        )
+        .await
+        .map_err(|e| super::store::StoreError::from(e).to_string())?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let instance: &str = r.get(0);
+        let seq: i64 = r.get(1);
+        let line: &str = r.get(2);
+        let bad = |what: String| {
+            format!(
+                "audit store: instance {instance}, record seq {seq}: {what} (run `popgate audit verify --store`)"
+            )
+        };
+        let (stored, _) = record::decode(line.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        if stored.event.citizen_ref() != Some(citizen_ref)
+            || stored.seq != seq as u64
+            || stored.instance.as_deref().is_some_and(|i| i != instance)
+        {
+            return Err(bad(
+                "the row's columns do not match its record: the store was edited".into(),
+            ));
+        }
+        events.push(Stored {
+            instance: Some(instance.to_owned()),
+            ..stored
+        });
+    }
+    Ok(join(events, filter))
 }
 
 fn indexed_lines(seg: &Path, idx: &Path, citizen_ref: &str) -> Result<Vec<Vec<u8>>, String> {

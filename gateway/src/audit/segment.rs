@@ -91,6 +91,26 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(v)
 }
 
+/// Segment numbers with a segment file or a seal in `dir`, ascending: a
+/// segment deleted after shipping keeps its seal.
+pub fn list_with_seals(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("audit-")
+            .and_then(|r| r.strip_suffix(".jsonl").or_else(|| r.strip_suffix(".seal")))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            v.push(n);
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
 /// The search index of a segment: one `citizen_ref offset` line per record
 /// that names a citizen, sorted. Built the same way by the writer (at
 /// sealing) and by `verify` (to prove the index on disk is the one the
@@ -117,19 +137,52 @@ fn sign_message(key: &SigningKey, message: &str) -> (String, String) {
     )
 }
 
+/// The seal public keys a verifier trusts, by key id. A cluster may give
+/// each instance its own seal key; the signature names the one it used.
+#[derive(Debug, Clone)]
+pub struct SealKeys {
+    keys: Vec<(String, VerifyingKey)>,
+}
+
+impl SealKeys {
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        SealKeys {
+            keys: keys
+                .into_iter()
+                .map(|k| (certs::signing::key_id(&k), k))
+                .collect(),
+        }
+    }
+
+    fn find(&self, key_id: &str, what: &str) -> Result<&VerifyingKey, String> {
+        self.keys
+            .iter()
+            .find(|(id, _)| id == key_id)
+            .map(|(_, k)| k)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+                format!(
+                    "{what} made with key {key_id}, which is not among the verification keys ({})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+impl From<VerifyingKey> for SealKeys {
+    fn from(k: VerifyingKey) -> Self {
+        SealKeys::new([k])
+    }
+}
+
 fn verify_message(
-    key: &VerifyingKey,
+    keys: &SealKeys,
     key_id: &str,
     signature: &str,
     message: &str,
     what: &str,
 ) -> Result<(), String> {
-    let expected_id = certs::signing::key_id(key);
-    if key_id != expected_id {
-        return Err(format!(
-            "{what} made with key {key_id} but the verification key is {expected_id}"
-        ));
-    }
+    let key = keys.find(key_id, what)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(signature)
         .map_err(|_| format!("{what} signature is not base64"))?;
@@ -140,57 +193,83 @@ fn verify_message(
 }
 
 /// What a seal asserts about a closed segment.
+///
+/// Seals of an instance with an id (`audit.instance`) are version 2: they
+/// also sign the instance and how many checkpoints the segment collected,
+/// so a checkpoint removed from a sealed segment (locally or in the store)
+/// is caught.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seal {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub segment: u64,
     pub records: u64,
     pub first_seq: u64,
     pub last_seq: u64,
     pub last_hash: String,
+    /// Checkpoints in the segment's checkpoint file (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<u64>,
     pub key_id: String,
     /// Base64 Ed25519 signature over [`Seal::message`].
     pub signature: String,
 }
 
+/// The facts a seal signs.
+#[derive(Debug, Clone, Copy)]
+pub struct SealFacts<'a> {
+    pub instance: Option<&'a str>,
+    pub segment: u64,
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub last_hash: &'a str,
+    pub checkpoints: u64,
+}
+
 impl Seal {
-    fn message(segment: u64, records: u64, first: u64, last: u64, hash: &str) -> String {
-        format!("popgate-audit-seal/v1\n{segment}\n{records}\n{first}\n{last}\n{hash}\n")
-    }
-
-    pub fn sign(
-        key: &SigningKey,
-        segment: u64,
-        records: u64,
-        first_seq: u64,
-        last_seq: u64,
-        last_hash: &str,
-    ) -> Seal {
-        let (key_id, signature) = sign_message(
-            key,
-            &Self::message(segment, records, first_seq, last_seq, last_hash),
-        );
-        Seal {
-            segment,
-            records,
-            first_seq,
-            last_seq,
-            last_hash: last_hash.to_owned(),
-            key_id,
-            signature,
-        }
-    }
-
-    /// Checks the signature; the caller checks the facts against the segment.
-    pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
-        let msg = Self::message(
+    fn message(&self) -> String {
+        let (segment, records, first, last, hash) = (
             self.segment,
             self.records,
             self.first_seq,
             self.last_seq,
             &self.last_hash,
         );
-        verify_message(key, &self.key_id, &self.signature, &msg, "seal")
+        match &self.instance {
+            None => {
+                format!("popgate-audit-seal/v1\n{segment}\n{records}\n{first}\n{last}\n{hash}\n")
+            }
+            Some(instance) => format!(
+                "popgate-audit-seal/v2\n{instance}\n{segment}\n{records}\n{first}\n{last}\n{hash}\n{}\n",
+                self.checkpoints.unwrap_or(0)
+            ),
+        }
+    }
+
+    pub fn sign(key: &SigningKey, f: SealFacts<'_>) -> Seal {
+        let mut seal = Seal {
+            instance: f.instance.map(str::to_owned),
+            segment: f.segment,
+            records: f.records,
+            first_seq: f.first_seq,
+            last_seq: f.last_seq,
+            last_hash: f.last_hash.to_owned(),
+            checkpoints: f.instance.map(|_| f.checkpoints),
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        (seal.key_id, seal.signature) = sign_message(key, &seal.message());
+        seal
+    }
+
+    /// Checks the signature; the caller checks the facts against the segment.
+    pub fn verify(&self, keys: &SealKeys) -> Result<(), String> {
+        if self.instance.is_some() && self.checkpoints.is_none() {
+            return Err("seal names an instance but not its checkpoint count".into());
+        }
+        verify_message(keys, &self.key_id, &self.signature, &self.message(), "seal")
     }
 }
 
@@ -199,10 +278,20 @@ impl Seal {
 /// written. It makes the open segment tamper-evident before it is sealed:
 /// rewriting or truncating records a checkpoint vouches for breaks the
 /// match, and only the seal key (kept off the log) can make a new one.
+///
+/// Version 2 (an instance with an id) also signs the instance and the
+/// checkpoint's number in its segment (1, 2, 3, …), so one removed from
+/// the middle leaves a gap and one removed from the end of a sealed
+/// segment contradicts the seal's count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub segment: u64,
+    /// Number in its segment, from 1 (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
     pub seq: u64,
     pub hash: String,
     /// UTC, as records spell it.
@@ -232,43 +321,83 @@ impl CheckpointKind {
     fn is_head(&self) -> bool {
         *self == CheckpointKind::Head
     }
-    fn domain(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
-            CheckpointKind::Head => "popgate-audit-checkpoint/v1",
-            CheckpointKind::Closed => "popgate-audit-closed/v1",
-            CheckpointKind::Opened => "popgate-audit-opened/v1",
+            CheckpointKind::Head => "head",
+            CheckpointKind::Closed => "closed",
+            CheckpointKind::Opened => "opened",
+        }
+    }
+    fn domain(self, v2: bool) -> &'static str {
+        match (self, v2) {
+            (CheckpointKind::Head, false) => "popgate-audit-checkpoint/v1",
+            (CheckpointKind::Closed, false) => "popgate-audit-closed/v1",
+            (CheckpointKind::Opened, false) => "popgate-audit-opened/v1",
+            (CheckpointKind::Head, true) => "popgate-audit-checkpoint/v2",
+            (CheckpointKind::Closed, true) => "popgate-audit-closed/v2",
+            (CheckpointKind::Opened, true) => "popgate-audit-opened/v2",
         }
     }
 }
 
+/// Where a checkpoint is made: whose chain, which segment, its number.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointAt<'a> {
+    pub instance: Option<&'a str>,
+    pub segment: u64,
+    pub n: u64,
+}
+
 impl Checkpoint {
-    fn message(kind: CheckpointKind, segment: u64, seq: u64, hash: &str, time: &str) -> String {
-        format!("{}\n{segment}\n{seq}\n{hash}\n{time}\n", kind.domain())
+    fn message(&self) -> String {
+        let (segment, seq, hash, time) = (self.segment, self.seq, &self.hash, &self.time);
+        match &self.instance {
+            None => format!(
+                "{}\n{segment}\n{seq}\n{hash}\n{time}\n",
+                self.kind.domain(false)
+            ),
+            Some(instance) => format!(
+                "{}\n{instance}\n{segment}\n{}\n{seq}\n{hash}\n{time}\n",
+                self.kind.domain(true),
+                self.n.unwrap_or(0)
+            ),
+        }
     }
 
     pub fn sign(
         key: &SigningKey,
         kind: CheckpointKind,
-        segment: u64,
+        at: CheckpointAt<'_>,
         seq: u64,
         hash: &str,
         time: &str,
     ) -> Checkpoint {
-        let (key_id, signature) = sign_message(key, &Self::message(kind, segment, seq, hash, time));
-        Checkpoint {
-            segment,
+        let mut cp = Checkpoint {
+            instance: at.instance.map(str::to_owned),
+            segment: at.segment,
+            n: at.instance.map(|_| at.n),
             seq,
             hash: hash.to_owned(),
             time: time.to_owned(),
             kind,
-            key_id,
-            signature,
-        }
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        (cp.key_id, cp.signature) = sign_message(key, &cp.message());
+        cp
     }
 
-    pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
-        let msg = Self::message(self.kind, self.segment, self.seq, &self.hash, &self.time);
-        verify_message(key, &self.key_id, &self.signature, &msg, "checkpoint")
+    pub fn verify(&self, keys: &SealKeys) -> Result<(), String> {
+        if self.instance.is_some() && self.n.is_none() {
+            return Err("checkpoint names an instance but not its number".into());
+        }
+        verify_message(
+            keys,
+            &self.key_id,
+            &self.signature,
+            &self.message(),
+            "checkpoint",
+        )
     }
 }
 

@@ -24,6 +24,8 @@ fn fixture(max_bytes: u64) -> Fixture {
     let kp = certs::signing::generate_keypair(&keys, "audit-seal").unwrap();
     generate_hmac_key(&keys.join("audit-hmac.key")).unwrap();
     let cfg = AuditConfig {
+        instance: None,
+        store: None,
         dir: root.path().join("log"),
         hmac_key: keys.join("audit-hmac.key"),
         seal_key: kp.private,
@@ -48,7 +50,7 @@ impl Fixture {
         segment::segment_path(&self.cfg.dir, n)
     }
     fn verify(&self) -> Result<super::verify::Summary, super::verify::Finding> {
-        verify(&self.cfg.dir, &self.key())
+        verify(&self.cfg.dir, self.key())
     }
 }
 
@@ -237,10 +239,19 @@ fn forge_segment_2(f: &Fixture, key: &ed25519_dalek::SigningKey) {
         out3.push(String::from_utf8(line).unwrap().trim_end().to_owned());
         prev = hash;
     }
-    let seal = Seal::sign(key, 2, out.len() as u64, first_seq, last_seq, &{
-        let (_, h) = record::decode(out.last().unwrap().as_bytes()).unwrap();
-        h
-    });
+    let last_hash = record::decode(out.last().unwrap().as_bytes()).unwrap().1;
+    let seal = Seal::sign(
+        key,
+        segment::SealFacts {
+            instance: None,
+            segment: 2,
+            records: out.len() as u64,
+            first_seq,
+            last_seq,
+            last_hash: &last_hash,
+            checkpoints: 0,
+        },
+    );
     std::fs::write(
         segment::seal_path(&f.cfg.dir, 2),
         serde_json::to_vec(&seal).unwrap(),
@@ -641,6 +652,7 @@ fn audit_files_are_owner_only() {
 fn forge_append(f: &Fixture, n: u64, seq: u64, prev: &str) {
     let s = Stored {
         seq,
+        instance: None,
         event: record::Event::Access(sample("forged", Some("cafe"))),
         prev: prev.to_owned(),
     };
@@ -691,4 +703,62 @@ fn a_clean_close_then_a_restart_verifies() {
     }
     let s = f.verify().unwrap();
     assert_eq!(s.records, 12);
+}
+
+/// An instance with an id (`audit.instance`): every record, seal and
+/// checkpoint names it, checkpoints are numbered and seals count them, so
+/// a checkpoint removed from anywhere in a sealed segment is caught; and
+/// another instance's config is refused on this directory.
+#[test]
+fn an_instance_names_itself_everywhere_and_a_removed_checkpoint_is_caught() {
+    let mut f = fixture(1 << 20);
+    f.cfg.instance = Some(instance::InstanceId::parse("hn-1").unwrap());
+    f.cfg.checkpoint_interval = Duration::from_millis(10);
+    let log = AuditLog::open(&f.cfg).unwrap();
+    rt().block_on(async {
+        for i in 0..8 {
+            log.append(sample(&format!("r{i}"), None)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    log.seal_now(Duration::from_secs(5)).unwrap();
+    log.close();
+    let s = f.verify().unwrap();
+    assert_eq!((s.instance.as_deref(), s.sealed), (Some("hn-1"), 1));
+    assert!(lines(&f.seg(1))
+        .iter()
+        .all(|l| l.contains("\"instance\":\"hn-1\"")));
+    let seal: Seal =
+        serde_json::from_slice(&std::fs::read(segment::seal_path(&f.cfg.dir, 1)).unwrap()).unwrap();
+    let ckpt = segment::checkpoint_path(&f.cfg.dir, 1);
+    let cps = lines(&ckpt);
+    assert!(cps.len() >= 3, "{cps:?}");
+    assert_eq!(seal.checkpoints, Some(cps.len() as u64));
+    assert_eq!(seal.instance.as_deref(), Some("hn-1"));
+    for (i, l) in cps.iter().enumerate() {
+        let cp: segment::Checkpoint = serde_json::from_str(l).unwrap();
+        assert_eq!(cp.n, Some(i as u64 + 1));
+    }
+
+    let mut other = f.cfg.clone();
+    other.instance = Some(instance::InstanceId::parse("hn-2").unwrap());
+    match AuditLog::open(&other) {
+        Err(AuditError::Config(m)) => assert!(m.contains("\"hn-1\""), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("another instance's config adopted hn-1's chain"),
+    }
+
+    // The last checkpoint removed: the seal's count gives it away.
+    put_lines(&ckpt, &cps[..cps.len() - 1]);
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("the seal counts"), "{e}");
+    // One from the middle: the numbering does.
+    let mut gap = cps.clone();
+    gap.remove(1);
+    put_lines(&ckpt, &gap);
+    let e = f.verify().unwrap_err();
+    assert!(e.what.contains("checkpoint number 3 where 2"), "{e}");
+    assert_eq!(e.line, 2);
+    put_lines(&ckpt, &cps);
+    assert!(f.verify().is_ok());
 }

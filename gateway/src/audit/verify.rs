@@ -13,10 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::VerifyingKey;
-
 use super::record::{self, GENESIS};
-use super::segment::{self, Checkpoint, CheckpointKind, Seal};
+use super::segment::{self, Checkpoint, CheckpointKind, Seal, SealKeys};
 use super::MAX_UNCHECKPOINTED_SPAN;
 
 /// The first problem found, as `file:line: what`.
@@ -41,6 +39,11 @@ pub struct Summary {
     /// Records of the open segment that no checkpoint or seal vouches for
     /// yet (written within the last checkpoint interval, or before a crash).
     pub unvouched: u64,
+    /// Leading segments deleted after shipping (their seals remain): only
+    /// `verify --store` can check their records.
+    pub pruned: u64,
+    /// The instance the records name (`audit.instance`), if they do.
+    pub instance: Option<String>,
 }
 
 /// What one segment's records say, as far as the other evidence needs it.
@@ -53,6 +56,8 @@ struct Records {
     times: Vec<String>,
     /// (citizen_ref, byte offset) of records naming a citizen.
     index: Vec<(String, u64)>,
+    /// The instance each record names.
+    instances: Vec<Option<String>>,
 }
 
 impl Records {
@@ -76,14 +81,16 @@ struct Chain {
     seq: u64,
 }
 
-/// Verifies every segment in `dir` against the seal key.
-pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
+/// Verifies every segment in `dir` against the seal keys.
+pub fn verify(dir: &Path, keys: impl Into<SealKeys>) -> Result<Summary, Finding> {
+    let keys = keys.into();
+    let key = &keys;
     let whole = |what: String| Finding {
         file: dir.to_owned(),
         line: 0,
         what,
     };
-    let segments = segment::list(dir).map_err(|e| whole(format!("cannot list: {e}")))?;
+    let segments = segment::list_with_seals(dir).map_err(|e| whole(format!("cannot list: {e}")))?;
     let Some(&last_segment) = segments.last() else {
         return Err(whole("no audit segments (audit-NNNNNN.jsonl) here".into()));
     };
@@ -104,9 +111,50 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
                 ),
             });
         }
+        if !path.exists() {
+            // Deleted after shipping: allowed only for leading segments,
+            // whose seal carries the chain across.
+            if summary.segments > summary.pruned {
+                return Err(Finding {
+                    file: path,
+                    line: 0,
+                    what: "segment is missing but later segments are not: only the oldest segments may be deleted (after shipping)".into(),
+                });
+            }
+            let seal_path = segment::seal_path(dir, n);
+            let seal = read_seal_file(&seal_path)?;
+            seal.verify(key).map_err(|what| Finding {
+                file: seal_path.clone(),
+                line: 0,
+                what,
+            })?;
+            if seal.segment != n || seal.first_seq != chain.seq + 1 {
+                return Err(Finding {
+                    file: seal_path,
+                    line: 0,
+                    what: format!(
+                        "seal of a deleted segment does not continue the chain (seq {} expected first)",
+                        chain.seq + 1
+                    ),
+                });
+            }
+            note_instance(&mut summary, seal.instance.as_deref(), &seal_path)?;
+            chain.seq = seal.last_seq;
+            chain.prev = seal.last_hash.clone();
+            summary.pruned += 1;
+            summary.segments += 1;
+            continue;
+        }
         let is_open = n == last_segment && !segment::seal_path(dir, n).exists();
         let records = read_segment(&path, &mut chain, is_open)?;
-        summary.checkpoints += check_checkpoints(dir, n, &records, key, is_open, &mut summary)?;
+        for (i, inst) in records.instances.iter().enumerate() {
+            note_instance(&mut summary, inst.as_deref(), &path).map_err(|mut f| {
+                f.line = i as u64 + 1;
+                f
+            })?;
+        }
+        let checkpoints = check_checkpoints(dir, n, &records, key, is_open, &mut summary)?;
+        summary.checkpoints += checkpoints;
         if is_open {
             // The open (last, unsealed) segment is vouched for by checkpoints
             // only, and has no index: one beside it is stale or planted.
@@ -119,7 +167,7 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Summary, Finding> {
                 });
             }
         } else if segment::seal_path(dir, n).exists() {
-            check_seal(dir, n, &records, key)?;
+            check_seal(dir, n, &records, key, checkpoints)?;
             check_index(dir, n, &records)?;
             summary.sealed += 1;
         } else {
@@ -156,6 +204,7 @@ fn read_segment(path: &Path, chain: &mut Chain, is_open: bool) -> Result<Records
         hashes: Vec::new(),
         times: Vec::new(),
         index: Vec::new(),
+        instances: Vec::new(),
     };
     let mut offset = 0u64;
     let mut line_no = 0u64;
@@ -196,6 +245,7 @@ fn read_segment(path: &Path, chain: &mut Chain, is_open: bool) -> Result<Records
         chain.prev = hash.clone();
         records.hashes.push(hash);
         records.times.push(stored.event.time().to_owned());
+        records.instances.push(stored.instance);
     }
     if whole_len < bytes.len() {
         let what = if is_open {
@@ -214,17 +264,53 @@ fn read_segment(path: &Path, chain: &mut Chain, is_open: bool) -> Result<Records
     Ok(records)
 }
 
-fn check_seal(dir: &Path, n: u64, records: &Records, key: &VerifyingKey) -> Result<(), Finding> {
+fn read_seal_file(seal_path: &Path) -> Result<Seal, Finding> {
+    let seal_err = |what: String| Finding {
+        file: seal_path.to_owned(),
+        line: 0,
+        what,
+    };
+    serde_json::from_slice(
+        &std::fs::read(seal_path).map_err(|e| seal_err(format!("cannot read: {e}")))?,
+    )
+    .map_err(|e| seal_err(format!("not a seal: {e}")))
+}
+
+/// Records, seals and checkpoints of one directory are one instance's:
+/// none may name another (records from before `audit.instance` was set
+/// name none).
+fn note_instance(summary: &mut Summary, found: Option<&str>, at: &Path) -> Result<(), Finding> {
+    let Some(found) = found else { return Ok(()) };
+    match &summary.instance {
+        Some(known) if known != found => Err(Finding {
+            file: at.to_owned(),
+            line: 0,
+            what: format!(
+                "names instance {found:?} but the log before it is instance {known:?}'s: records were moved between instances' logs"
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            summary.instance = Some(found.to_owned());
+            Ok(())
+        }
+    }
+}
+
+fn check_seal(
+    dir: &Path,
+    n: u64,
+    records: &Records,
+    key: &SealKeys,
+    checkpoints: u64,
+) -> Result<(), Finding> {
     let seal_path = segment::seal_path(dir, n);
     let seal_err = |what: String| Finding {
         file: seal_path.clone(),
         line: 0,
         what,
     };
-    let seal: Seal = serde_json::from_slice(
-        &std::fs::read(&seal_path).map_err(|e| seal_err(format!("cannot read: {e}")))?,
-    )
-    .map_err(|e| seal_err(format!("not a seal: {e}")))?;
+    let seal = read_seal_file(&seal_path)?;
     seal.verify(key).map_err(seal_err)?;
     let found = records.hashes.len() as u64;
     let (first, last) = (records.first_seq, records.first_seq + found - 1);
@@ -242,6 +328,17 @@ fn check_seal(dir: &Path, n: u64, records: &Records, key: &VerifyingKey) -> Resu
                 seal.records, seal.first_seq, seal.last_seq
             ),
         ));
+    }
+    if let Some(sealed) = seal.checkpoints {
+        if sealed != checkpoints {
+            return Err(Finding {
+                file: segment::checkpoint_path(dir, n),
+                line: 0,
+                what: format!(
+                    "the seal counts {sealed} checkpoints but the file holds {checkpoints}: checkpoints were removed or added after sealing"
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -292,7 +389,7 @@ fn check_checkpoints(
     dir: &Path,
     n: u64,
     records: &Records,
-    key: &VerifyingKey,
+    key: &SealKeys,
     is_open: bool,
     summary: &mut Summary,
 ) -> Result<u64, Finding> {
@@ -328,6 +425,18 @@ fn check_checkpoints(
         let cp: Checkpoint =
             serde_json::from_slice(line).map_err(|e| at(format!("not a checkpoint: {e}")))?;
         cp.verify(key).map_err(at)?;
+        if let Some(k) = cp.n {
+            if k != count + 1 {
+                return Err(at(format!(
+                    "checkpoint number {k} where {} was expected: checkpoints were removed or reordered",
+                    count + 1
+                )));
+            }
+        }
+        note_instance(summary, cp.instance.as_deref(), &ckpt_path).map_err(|mut f| {
+            f.line = i as u64 + 1;
+            f
+        })?;
         vouches(&cp, n, records).map_err(|e| match e {
             Located::Checkpoint(what) => at(what),
             Located::Records(f) => f,

@@ -22,7 +22,7 @@ use ed25519_dalek::SigningKey;
 
 use super::queue::{self, Received, Refused};
 use super::record::{self, Access, Event, Outcome, GENESIS};
-use super::segment::{self, Checkpoint, CheckpointKind, Seal};
+use super::segment::{self, Checkpoint, CheckpointAt, CheckpointKind, Seal, SealFacts};
 use super::{AuditConfig, AuditError, Durability};
 
 struct Job {
@@ -47,6 +47,9 @@ pub struct Stats {
     /// Time each durable batch spent in fdatasync: the floor under every
     /// response's latency in durable mode.
     pub fsync_seconds: prometheus::Histogram,
+    /// Sequence number of the newest record written (the shipper's lag
+    /// is measured against it).
+    pub head_seq: Arc<AtomicU64>,
 }
 
 impl Default for Stats {
@@ -66,6 +69,7 @@ impl Default for Stats {
             outcomes_lost: AtomicU64::new(0),
             fsync_seconds: prometheus::Histogram::with_opts(opts)
                 .expect("static metric definition"),
+            head_seq: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -118,6 +122,7 @@ impl AuditLog {
             seal_requested: AtomicBool::new(false),
             seal_state: std::sync::atomic::AtomicU8::new(0),
         });
+        shared.stats.head_seq.store(writer.seq, Ordering::Release);
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("popgate-audit".into())
@@ -226,6 +231,11 @@ impl AuditLog {
 
 struct Writer {
     dir: PathBuf,
+    /// `audit.instance`: written into every record, seal and checkpoint.
+    instance: Option<String>,
+    /// Checkpoints in the open segment's checkpoint file: the next one's
+    /// number is this plus one, and the seal signs the count.
+    segment_checkpoints: u64,
     seal_key: SigningKey,
     durability: Durability,
     max_bytes: u64,
@@ -270,6 +280,16 @@ impl Writer {
         let segments = segment::list(&dir).map_err(|e| io_error("cannot list", &dir, e))?;
         restrict_modes(&dir);
         let head = recover_head(&dir, &segments)?;
+        let configured = cfg.instance.as_ref().map(|i| i.as_str());
+        if let Some(found) = head.instance.as_deref() {
+            if configured != Some(found) {
+                return Err(AuditError::Config(format!(
+                    "{} holds the chain of instance {found:?} but audit.instance is {}: each instance keeps its own log directory",
+                    dir.display(),
+                    configured.map_or("not set".to_owned(), |c| format!("{c:?}"))
+                )));
+            }
+        }
         let path = segment::segment_path(&dir, head.segment);
         let file = segment::open_segment(&path)
             .map_err(|e| io_error("cannot open for writing", &path, e))?;
@@ -278,7 +298,7 @@ impl Writer {
             .map_err(|e| io_error("cannot read the size of", &path, e))?
             .len();
         remove_stale_index(&dir, head.segment)?;
-        let reopen = check_marks(&dir, &head)?;
+        let (reopen, segment_checkpoints) = check_marks(&dir, &head)?;
         let ckpt_path = segment::checkpoint_path(&dir, head.segment);
         let checkpoints = segment::open_append(&ckpt_path)
             .map_err(|e| io_error("cannot open for append", &ckpt_path, e))?;
@@ -292,9 +312,12 @@ impl Writer {
             records,
             len,
             index,
+            instance: _,
         } = head;
         Ok(Writer {
             dir,
+            instance: cfg.instance.as_ref().map(|i| i.as_str().to_owned()),
+            segment_checkpoints,
             seal_key,
             durability: cfg.durability,
             max_bytes: cfg.segment_max_bytes,
@@ -364,6 +387,7 @@ impl Writer {
                         .stats
                         .records
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    inner.stats.head_seq.store(self.seq, Ordering::Release);
                     if self.unsynced_since.is_none() {
                         inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
                     }
@@ -422,7 +446,12 @@ impl Writer {
         );
         let mut buf = Vec::with_capacity(batch.len() * 512);
         for job in batch {
-            let encoded = record::encode_parts(self.seq + 1, &job.event, &self.prev);
+            let encoded = record::encode_parts(
+                self.seq + 1,
+                self.instance.as_deref(),
+                &job.event,
+                &self.prev,
+            );
             let (line, hash) = match encoded {
                 Ok(x) => x,
                 Err(e) => {
@@ -555,7 +584,10 @@ impl Writer {
                 }
             }
         }
+        // A sealed segment takes no more checkpoints (its seal counts them);
+        // the next segment's first one follows once it is open.
         if self.seq > self.checkpointed_seq
+            && !self.sealed
             && self
                 .checkpointed_at
                 .is_none_or(|t| t.elapsed() >= self.checkpoint_interval)
@@ -593,7 +625,11 @@ impl Writer {
         let cp = Checkpoint::sign(
             &self.seal_key,
             kind,
-            self.segment,
+            CheckpointAt {
+                instance: self.instance.as_deref(),
+                segment: self.segment,
+                n: self.segment_checkpoints + 1,
+            },
             self.seq,
             &self.prev,
             &record::now_rfc3339(),
@@ -605,6 +641,7 @@ impl Writer {
             .write_all(&line)
             .and_then(|_| self.checkpoints.sync_data())
             .map_err(|e| AuditError::Write(format!("{}: {e}", path.display())))?;
+        self.segment_checkpoints += 1;
         self.checkpointed_seq = self.seq;
         self.checkpointed_at = Some(Instant::now());
         Ok(())
@@ -651,11 +688,15 @@ impl Writer {
         segment::write_durably(&idx_path, text.as_bytes()).map_err(|e| io(&idx_path, e))?;
         let seal = Seal::sign(
             &self.seal_key,
-            self.segment,
-            self.records,
-            self.first_seq,
-            self.seq,
-            &self.prev,
+            SealFacts {
+                instance: self.instance.as_deref(),
+                segment: self.segment,
+                records: self.records,
+                first_seq: self.first_seq,
+                last_seq: self.seq,
+                last_hash: &self.prev,
+                checkpoints: self.segment_checkpoints,
+            },
         );
         let seal_path = segment::seal_path(&self.dir, self.segment);
         let json = serde_json::to_vec_pretty(&seal)
@@ -684,6 +725,7 @@ impl Writer {
         self.segment += 1;
         self.file = file;
         self.checkpoints = checkpoints;
+        self.segment_checkpoints = 0;
         // The seal vouches for everything so far.
         self.checkpointed_seq = self.seq;
         self.len = 0;
@@ -705,6 +747,8 @@ struct Head {
     len: u64,
     /// (citizen_ref, byte offset) of the open segment's records.
     index: Vec<(String, u64)>,
+    /// The instance the newest record or seal names.
+    instance: Option<String>,
 }
 
 fn io_error(what: &str, p: &Path, e: std::io::Error) -> AuditError {
@@ -727,6 +771,7 @@ fn recover_head(dir: &Path, segments: &[u64]) -> Result<Head, AuditError> {
         records: 0,
         len: 0,
         index: Vec::new(),
+        instance: None,
     };
     let Some(&last) = segments.last() else {
         return Ok(head);
@@ -737,6 +782,7 @@ fn recover_head(dir: &Path, segments: &[u64]) -> Result<Head, AuditError> {
         head.segment = last + 1;
         head.seq = seal.last_seq;
         head.prev = seal.last_hash;
+        head.instance = seal.instance;
         return Ok(head);
     }
     head.segment = last;
@@ -745,6 +791,7 @@ fn recover_head(dir: &Path, segments: &[u64]) -> Result<Head, AuditError> {
         let seal = read_seal(&before)?;
         head.seq = seal.last_seq;
         head.prev = seal.last_hash;
+        head.instance = seal.instance;
     }
     replay_open_segment(&segment::segment_path(dir, last), &mut head)?;
     Ok(head)
@@ -784,6 +831,9 @@ fn replay_open_segment(path: &Path, head: &mut Head) -> Result<(), AuditError> {
         head.seq = stored.seq;
         head.prev = hash;
         head.records += 1;
+        if stored.instance.is_some() {
+            head.instance = stored.instance;
+        }
         offset += line.len() as u64 + 1;
     }
     head.len = whole as u64;
@@ -829,17 +879,17 @@ fn remove_stale_index(dir: &Path, segment: u64) -> Result<(), AuditError> {
 
 /// Reads the open segment's marks: refuses records added after a clean
 /// close, reports records no checkpoint vouches for, and says whether an
-/// `opened` mark is due (the log was closed cleanly).
-fn check_marks(dir: &Path, head: &Head) -> Result<bool, AuditError> {
+/// `opened` mark is due (the log was closed cleanly), and how many
+/// checkpoints the segment has.
+fn check_marks(dir: &Path, head: &Head) -> Result<(bool, u64), AuditError> {
     let ckpt_path = segment::checkpoint_path(dir, head.segment);
     repair_torn_checkpoint(&ckpt_path).map_err(|e| io_error("cannot repair", &ckpt_path, e))?;
     let mut closed_at: Option<Checkpoint> = None;
     let mut vouched = head.seq - head.records;
-    for cp in segment::read_checkpoints(&ckpt_path)
-        .map_err(|e| io_error("cannot read", &ckpt_path, e))?
-        .into_iter()
-        .flatten()
-    {
+    let lines = segment::read_checkpoints(&ckpt_path)
+        .map_err(|e| io_error("cannot read", &ckpt_path, e))?;
+    let count = lines.len() as u64;
+    for cp in lines.into_iter().flatten() {
         vouched = vouched.max(cp.seq);
         match cp.kind {
             CheckpointKind::Closed => closed_at = Some(cp),
@@ -864,7 +914,7 @@ fn check_marks(dir: &Path, head: &Head) -> Result<bool, AuditError> {
             "audit records after the newest checkpoint adopted at start (written in the last instant before a crash, or added while popgate was down)"
         );
     }
-    Ok(closed_at.is_some())
+    Ok((closed_at.is_some(), count))
 }
 
 /// A crash while appending a checkpoint can leave a partial last line;

@@ -11,6 +11,7 @@ mod deploy_checks;
 mod gateway_access;
 mod gateway_admin;
 mod gateway_audit;
+mod gateway_audit_store;
 mod gateway_cluster_quota;
 mod gateway_config;
 mod gateway_handshake;
