@@ -223,6 +223,63 @@ pub fn decode(line: &[u8]) -> Result<(Stored, String), LineError> {
     Ok((stored, claimed.to_owned()))
 }
 
+/// What shipping needs of a line, borrowed from it where JSON allows.
+#[derive(Debug, Deserialize)]
+pub struct Peek<'a> {
+    pub seq: u64,
+    #[serde(borrow)]
+    pub instance: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub time: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub request_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub agency: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub citizen_ref: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub prev: std::borrow::Cow<'a, str>,
+    /// Present (as the ending) in outcome records only.
+    #[serde(borrow, default)]
+    pub outcome: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Peek<'_> {
+    pub fn kind(&self) -> &'static str {
+        if self.outcome.is_some() {
+            "outcome"
+        } else {
+            "access"
+        }
+    }
+}
+
+/// [`decode`] for shipping: the same hash check, without building the
+/// record (the shipper copies the line as it is and needs a few fields).
+pub fn peek(line: &[u8]) -> Result<(Peek<'_>, String), LineError> {
+    const TAIL: usize = 2;
+    const FIELD: &[u8] = b",\"hash\":\"";
+    if line.len() < FIELD.len() + 64 + TAIL || !line.ends_with(b"\"}") {
+        return Err(LineError::NoHash);
+    }
+    let hash_start = line.len() - TAIL - 64;
+    let field_start = hash_start - FIELD.len();
+    if &line[field_start..hash_start] != FIELD {
+        return Err(LineError::NoHash);
+    }
+    let claimed = &line[hash_start..line.len() - TAIL];
+    let mut hasher = Sha256::new();
+    hasher.update(&line[..field_start]);
+    hasher.update(b"}");
+    let hash = hex_string(&hasher.finalize());
+    if hash.as_bytes() != claimed {
+        return Err(LineError::HashMismatch);
+    }
+    let peek: Peek<'_> =
+        serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    Ok((peek, hash))
+}
+
 /// The keyed reference to a citizen that records carry instead of the ID.
 /// Keyed, so that someone holding the log but not the key cannot test
 /// guesses (12-digit IDs are few enough to enumerate).
@@ -302,6 +359,52 @@ pub(crate) mod tests {
             let mut t = line[..line.len() - 1].to_vec();
             t[i] ^= 0x01;
             assert!(decode(&t).is_err(), "flip at byte {i} not caught");
+        }
+    }
+
+    #[test]
+    fn peek_checks_the_same_hash_and_reads_the_same_fields_as_decode() {
+        for event in [
+            Event::Access(sample("r1", Some("001203012345"))),
+            Event::Outcome(Outcome {
+                time: now_rfc3339(),
+                request_id: "r1".into(),
+                agency: Some("ha \"nội\"".into()),
+                route: None,
+                outcome: "completed".into(),
+                status: Some(200),
+                upstream_status: Some(200),
+                bytes: 10,
+                latency_ms: 3,
+                citizen_ref: None,
+            }),
+        ] {
+            let s = Stored {
+                seq: 9,
+                instance: Some("hcm-1".into()),
+                event,
+                prev: GENESIS.into(),
+            };
+            let (line, hash) = encode(&s).unwrap();
+            let line = &line[..line.len() - 1];
+            let (p, h) = peek(line).unwrap();
+            assert_eq!(h, hash);
+            assert_eq!((p.seq, p.prev.as_ref()), (9, GENESIS));
+            assert_eq!(p.instance.as_deref(), Some("hcm-1"));
+            assert_eq!(p.time.as_ref(), s.event.time());
+            assert_eq!(p.request_id.as_ref(), s.event.request_id());
+            assert_eq!(p.agency.as_deref(), s.event.agency());
+            assert_eq!(p.citizen_ref.as_deref(), s.event.citizen_ref());
+            let kind = match s.event {
+                Event::Access(_) => "access",
+                Event::Outcome(_) => "outcome",
+            };
+            assert_eq!(p.kind(), kind);
+            for i in 0..line.len() {
+                let mut t = line.to_vec();
+                t[i] ^= 0x01;
+                assert!(peek(&t).is_err(), "flip at byte {i} not caught");
+            }
         }
     }
 

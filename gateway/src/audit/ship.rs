@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::instance::InstanceId;
-use super::record::{self, Event};
+use super::record;
 use super::segment::{self, Checkpoint, Seal};
 use super::store::{self, Batch, Row, Shipped, Signed, Store, StoreConfig, StoreError};
 
@@ -128,6 +128,7 @@ struct Read {
 /// Reads whole records of segment `n` from `offset` while `keep(seq)`.
 fn read_records(
     dir: &Path,
+    instance: &InstanceId,
     n: u64,
     mut offset: u64,
     limit: usize,
@@ -158,29 +159,35 @@ fn read_records(
                     offset + pos as u64
                 ))
             };
-            let (stored, hash) = record::decode(line).map_err(|e| at(e.to_string()))?;
-            if !keep(stored.seq) {
+            let (p, hash) = record::peek(line).map_err(|e| at(e.to_string()))?;
+            if !keep(p.seq) {
                 break 'chunks;
+            }
+            if p.instance.as_deref().is_some_and(|i| i != instance.as_str()) {
+                return Err(conflict(format!(
+                    "{} at byte {}: record seq {} belongs to instance {:?}, not {instance}: this directory holds another instance's log",
+                    path.display(),
+                    offset + pos as u64,
+                    p.seq,
+                    p.instance.as_deref().unwrap_or("")
+                )));
             }
             let text = std::str::from_utf8(line).map_err(|e| at(e.to_string()))?;
             pos += nl + 1;
-            let (kind, request_id) = match &stored.event {
-                Event::Access(a) => ("access", a.request_id.clone()),
-                Event::Outcome(o) => ("outcome", o.request_id.clone()),
-            };
+            let kind = p.kind();
             out.push(Read {
-                seq: stored.seq,
+                seq: p.seq,
                 hash,
-                prev: stored.prev.clone(),
+                prev: p.prev.into_owned(),
                 next_offset: offset + pos as u64,
                 row: Row {
-                    seq: stored.seq,
+                    seq: p.seq,
                     segment: n,
-                    time: stored.event.time().to_owned(),
                     kind,
-                    request_id,
-                    agency: stored.event.agency().map(str::to_owned),
-                    citizen_ref: stored.event.citizen_ref().map(str::to_owned),
+                    time: p.time.into_owned(),
+                    request_id: p.request_id.into_owned(),
+                    agency: p.agency.map(|a| a.into_owned()),
+                    citizen_ref: p.citizen_ref.map(|c| c.into_owned()),
                     line: text.to_owned(),
                 },
             });
@@ -260,32 +267,40 @@ impl Shipper {
                 _ => break,
             }
         }
-        // Nothing shipped yet and nothing written yet: they agree.
-        let mut matched = mark.seq == 0 && mark.hash == record::GENESIS;
-        let mut offset = 0;
-        let mut last_seen = None;
-        let reads = read_records(&self.dir, n, 0, usize::MAX, |seq| seq <= mark.seq + 1)?;
-        for r in &reads {
-            last_seen = Some(r.seq);
-            if r.seq <= mark.seq {
-                offset = r.next_offset;
-            }
-            if r.seq == mark.seq {
-                matched = r.hash == mark.hash;
-                if !matched {
-                    break;
+        // Where segment `n` starts: after the previous segment's seal (kept
+        // even when that segment was deleted after shipping).
+        let (start, hash_before) = match n {
+            1 => (1, record::GENESIS.to_owned()),
+            _ => match read_seal(&self.dir, n - 1)? {
+                Some((seal, _)) => (seal.last_seq + 1, seal.last_hash),
+                None => {
+                    return Err(local(format!(
+                        "{}: the seal of segment {} is missing (run `popgate audit verify`)",
+                        self.dir.display(),
+                        n - 1
+                    )))
                 }
+            },
+        };
+        // Read up to the mark and no further: the record after it may be
+        // being written right now.
+        let (matched, offset, last_seen) = if mark.seq + 1 < start {
+            (false, 0, None)
+        } else if mark.seq + 1 == start {
+            (hash_before == mark.hash, 0, None)
+        } else {
+            let want = (mark.seq + 1 - start) as usize;
+            let reads = read_records(&self.dir, &self.instance, n, 0, want, |seq| seq <= mark.seq)?;
+            match reads.last() {
+                Some(r) if r.seq == mark.seq => (r.hash == mark.hash, r.next_offset, Some(r.seq)),
+                Some(r) => (false, 0, Some(r.seq)),
+                None => (false, 0, Some(start - 1)),
             }
-            if r.seq == mark.seq + 1 {
-                matched = r.prev == mark.hash;
-                break;
-            }
-        }
+        };
         if !matched {
             let found = match last_seen {
                 Some(s) if s < mark.seq => format!("the local log ends at seq {s}"),
-                Some(_) => "the local records there differ".into(),
-                None => "the local log has no record there".into(),
+                _ => "the local records there differ".into(),
             };
             return Err(conflict(format!(
                 "instance {me}: the store's history ends at seq {} (hash {}…) but {found} in {}: the store holds another history under this id (audit.instance shared by two gateways?) or the local log was rewritten; shipping stopped — run `popgate audit verify --store`",
@@ -347,6 +362,7 @@ impl Shipper {
         let reads = if target > cursor.seq {
             read_records(
                 &self.dir,
+                &self.instance,
                 n,
                 cursor.offset,
                 (target - cursor.seq) as usize,
@@ -458,7 +474,7 @@ impl Shipper {
     pub fn oldest_unshipped(&self) -> Option<String> {
         let c = self.cursor.as_ref()?;
         let next = |n: u64, off: u64| {
-            read_records(&self.dir, n, off, 1, |_| true)
+            read_records(&self.dir, &self.instance, n, off, 1, |_| true)
                 .ok()
                 .and_then(|v| v.into_iter().next())
         };

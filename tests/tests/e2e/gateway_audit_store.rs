@@ -360,6 +360,47 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
     pg.psql("INSERT INTO popgate_audit_checkpoints SELECT * FROM saved_ckpt");
     assert_eq!(verify_store(&pki, &url, None).0, 0);
 
+    // A second gateway configured with gw-a's id (a copy-pasted config):
+    // it serves, but ships nothing into gw-a's history, and says why.
+    let rows_before = pg.psql("SELECT count(*) FROM popgate_audit_records WHERE instance = 'gw-a'");
+    let twin_cfg = pki
+        .config(&c._registry.addr)
+        .name("twin.yaml")
+        .audit_dir(&pki.dir.path().join("audit-twin"))
+        .instance("gw-a")
+        .store(&url)
+        .admin()
+        .write();
+    let twin = GatewayProcess::run(&twin_cfg);
+    for citizen in CITIZENS {
+        let r = hanoi
+            .get(twin_cfg.port, &format!("/v1/citizens/{citizen}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "serving never depends on shipping: {}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, m) = admin_get(twin_cfg.admin_port(), "/metrics");
+        if metric(
+            &m,
+            "popgate_audit_ship_errors_total{audit_instance=\"gw-a\",kind=\"conflict\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no conflict reported:\n{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(twin);
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM popgate_audit_records WHERE instance = 'gw-a'"),
+        rows_before,
+        "nothing of the twin's history may enter gw-a's"
+    );
+    assert_eq!(verify_store(&pki, &url, None).0, 0);
+
     // 5. A local segment rewritten with every hash recomputed (the
     // rewrite re-serialises each line, so line 1 already differs), and its
     // checkpoint file removed so the local log alone looks consistent: the
