@@ -163,7 +163,10 @@ fn read_records(
             if !keep(p.seq) {
                 break 'chunks;
             }
-            if p.instance.as_deref().is_some_and(|i| i != instance.as_str()) {
+            if p.instance
+                .as_deref()
+                .is_some_and(|i| i != instance.as_str())
+            {
                 return Err(conflict(format!(
                     "{} at byte {}: record seq {} belongs to instance {:?}, not {instance}: this directory holds another instance's log",
                     path.display(),
@@ -227,11 +230,6 @@ impl Shipper {
     /// The last record known to be in the store (after a successful step).
     pub fn shipped_seq(&self) -> Option<u64> {
         self.cursor.as_ref().map(|c| c.seq)
-    }
-
-    /// Forgets the position (after a store error it is read again).
-    pub fn reset(&mut self) {
-        self.cursor = None;
     }
 
     /// Finds where the store's high-water mark lies in the local log, and

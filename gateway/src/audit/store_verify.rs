@@ -464,8 +464,7 @@ fn check_checkpoints(
 ) -> Result<u64, StoreFinding> {
     let empty = Vec::new();
     let list = checkpoints.get(&n).unwrap_or(&empty);
-    let mut expected = 1u64;
-    for (k, cp) in list {
+    for (expected, (k, cp)) in (1u64..).zip(list) {
         let at = format!("checkpoint {k} of segment {n}");
         if *k != expected {
             return Err(ctx.at(
@@ -473,7 +472,6 @@ fn check_checkpoints(
                 "missing: checkpoints were deleted (they are numbered 1, 2, 3, … in each segment)",
             ));
         }
-        expected += 1;
         cp.verify(ctx.keys).map_err(|w| ctx.at(&at, w))?;
         if cp.segment != n || cp.instance.as_deref().is_some_and(|i| i != ctx.instance) {
             return Err(ctx.at(&at, "the checkpoint names another segment or instance"));

@@ -377,7 +377,11 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
             .get(twin_cfg.port, &format!("/v1/citizens/{citizen}"), &[])
             .await
             .unwrap();
-        assert_eq!(r.status, 200, "serving never depends on shipping: {}", r.body);
+        assert_eq!(
+            r.status, 200,
+            "serving never depends on shipping: {}",
+            r.body
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
