@@ -322,24 +322,53 @@ impl GatewayProcess {
     }
 }
 
+/// Runs a popgate command: (exit code, stdout and stderr).
+fn exit_and_output(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("run popgate");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 impl TestPki {
     /// Runs `popgate audit verify` on `dir`; returns (exit code, output).
     pub fn audit_verify(&self, dir: &Path) -> (i32, String) {
-        let out = Command::new(bin("popgate"))
-            .args(["audit", "verify"])
-            .arg(dir)
-            .arg("--key")
-            .arg(self.dir.path().join("pki/audit-seal.pub"))
-            .output()
-            .expect("run popgate audit verify");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        exit_and_output(
+            Command::new(bin("popgate"))
+                .args(["audit", "verify"])
+                .arg(dir)
+                .arg("--key")
+                .arg(self.dir.path().join("pki/audit-seal.pub")),
         )
+    }
+
+    /// Runs `popgate audit verify --store url [dir]`; returns (exit code, output).
+    pub fn audit_verify_store(&self, url: &str, dir: Option<&Path>) -> (i32, String) {
+        let mut cmd = Command::new(bin("popgate"));
+        cmd.args(["audit", "verify", "--store", url, "--key"])
+            .arg(self.dir.path().join("pki/audit-seal.pub"));
+        if let Some(d) = dir {
+            cmd.arg(d);
+        }
+        exit_and_output(&mut cmd)
+    }
+
+    /// Runs `popgate audit search --store url --format json`; returns the records.
+    pub fn audit_search_store(&self, url: &str, citizen: &str) -> Vec<serde_json::Value> {
+        let (code, out) = exit_and_output(
+            Command::new(bin("popgate"))
+                .args(["audit", "search", "--format", "json", "--citizen", citizen])
+                .args(["--store", url, "--hmac-key"])
+                .arg(self.dir.path().join("pki/audit-hmac.key"))
+                .stderr(Stdio::inherit()),
+        );
+        assert_eq!(code, 0, "{out}");
+        serde_json::from_str(&out).expect("search json")
     }
 
     /// Runs `popgate audit search --format json`; returns the records.
@@ -435,4 +464,34 @@ impl Drop for RegistryProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Rewrites one record of a segment as an attacker without the seal key
+/// would: change the agency and purpose, then recompute every `hash` and
+/// `prev` after it so the chain is consistent again.
+pub fn rewrite_and_rechain(segment: &Path, line_index: usize, prev_of_first: &str) {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(segment).expect("rewrite the segment");
+    // The open segment is zero-padded past its records.
+    let text = text.trim_end_matches('\0');
+    let mut prev = prev_of_first.to_owned();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("rewrite the segment");
+        let obj = v.as_object_mut().expect("rewrite the segment");
+        obj.remove("hash");
+        if i == line_index {
+            obj.insert("agency".into(), "someone-else".into());
+            obj.insert("purpose".into(), "routine".into());
+        }
+        obj.insert("prev".into(), prev.clone().into());
+        let body = serde_json::to_string(&v).expect("rewrite the segment");
+        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        out.push_str(&format!(
+            "{},\"hash\":\"{hash}\"}}\n",
+            &body[..body.len() - 1]
+        ));
+        prev = hash;
+    }
+    std::fs::write(segment, out).expect("rewrite the segment");
 }

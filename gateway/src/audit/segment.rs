@@ -75,32 +75,26 @@ fn open_with(path: &Path, append: bool) -> std::io::Result<std::fs::File> {
 
 /// Segment numbers present in `dir`, ascending.
 pub fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name
-            .strip_prefix("audit-")
-            .and_then(|r| r.strip_suffix(".jsonl"))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            v.push(n);
-        }
-    }
-    v.sort_unstable();
-    Ok(v)
+    numbered(dir, &[".jsonl"])
 }
 
 /// Segment numbers with a segment file or a seal in `dir`, ascending: a
 /// segment deleted after shipping keeps its seal.
 pub fn list_with_seals(dir: &Path) -> std::io::Result<Vec<u64>> {
+    numbered(dir, &[".jsonl", ".seal"])
+}
+
+/// The numbers `n` of the files `audit-<n><suffix>` in `dir`, ascending.
+fn numbered(dir: &Path, suffixes: &[&str]) -> std::io::Result<Vec<u64>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let name = e?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name
-            .strip_prefix("audit-")
-            .and_then(|r| r.strip_suffix(".jsonl").or_else(|| r.strip_suffix(".seal")))
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("audit-")) else {
+            continue;
+        };
+        if let Some(n) = suffixes
+            .iter()
+            .find_map(|s| rest.strip_suffix(s))
             .and_then(|n| n.parse::<u64>().ok())
         {
             v.push(n);

@@ -6,13 +6,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::gateway::{GatewayProcess, RegistryProcess, TestConfig, TestPki};
+use e2e::gateway::{rewrite_and_rechain, GatewayProcess, RegistryProcess, TestConfig, TestPki};
 use e2e::postgres::PostgresServer;
-use e2e::{admin_get, bin, metric};
+use e2e::{admin_get, metric};
 
 const CITIZENS: [&str; 4] = [
     "001203012345",
@@ -20,51 +19,6 @@ const CITIZENS: [&str; 4] = [
     "001099887766",
     "036188004455",
 ];
-
-fn popgate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin("popgate"))
-        .args(args)
-        .output()
-        .expect("run popgate");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn verify_store(pki: &TestPki, url: &str, dir: Option<&Path>) -> (i32, String) {
-    let key = pki.dir.path().join("pki/audit-seal.pub");
-    let mut args = vec!["audit", "verify", "--store", url, "--key"];
-    let key_s = key.to_string_lossy().into_owned();
-    args.push(&key_s);
-    let dir_s = dir.map(|d| d.to_string_lossy().into_owned());
-    if let Some(d) = &dir_s {
-        args.push(d);
-    }
-    popgate(&args)
-}
-
-fn search_store(pki: &TestPki, url: &str, citizen: &str) -> Vec<serde_json::Value> {
-    let key = pki.dir.path().join("pki/audit-hmac.key");
-    let (code, out) = popgate(&[
-        "audit",
-        "search",
-        "--format",
-        "json",
-        "--citizen",
-        citizen,
-        "--store",
-        url,
-        "--hmac-key",
-        &key.to_string_lossy(),
-    ]);
-    assert_eq!(code, 0, "{out}");
-    serde_json::from_str(&out).expect("search json")
-}
 
 /// Waits until both instances report no shipping lag and the store holds
 /// `want` access records.
@@ -244,14 +198,14 @@ async fn two_instances_ship_every_answered_request_once_through_a_kill_and_a_sto
     }
 
     // The store verifies, and agrees with each local directory.
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("instance gw-a: ok") && out.contains("instance gw-b: ok"),
         "{out}"
     );
     for cfg in [&c.a, &c.b] {
-        let (code, out) = verify_store(&pki, &url, Some(&cfg.audit));
+        let (code, out) = pki.audit_verify_store(&url, Some(&cfg.audit));
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("agree on every shipped record"), "{out}");
     }
@@ -263,7 +217,7 @@ async fn two_instances_ship_every_answered_request_once_through_a_kill_and_a_sto
             .filter(|(_, c)| c == citizen)
             .map(|(id, _)| id.as_str())
             .collect();
-        let hits = search_store(&pki, &url, citizen);
+        let hits = pki.audit_search_store(&url, citizen);
         let got: HashSet<&str> = hits
             .iter()
             .filter_map(|h| h["request_id"].as_str())
@@ -309,14 +263,14 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
     }
     wait_shipped(&pg, &[(c.a.admin_port(), "gw-a")], n).await;
     drop(a);
-    let (code, out) = verify_store(&pki, &url, Some(&c.a.audit));
+    let (code, out) = pki.audit_verify_store(&url, Some(&c.a.audit));
     assert_eq!(code, 0, "{out}");
 
     // 1. A row's record changed in the store (the line edited).
     let saved =
         pg.psql("SELECT line FROM popgate_audit_records WHERE instance = 'gw-a' AND seq = 3");
     pg.psql("UPDATE popgate_audit_records SET line = replace(line, '\"hanoi\"', '\"hanam\"') WHERE instance = 'gw-a' AND seq = 3");
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("instance gw-a, record seq 3"), "{out}");
     assert!(out.contains("hash mismatch"), "{out}");
@@ -324,41 +278,41 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
         "UPDATE popgate_audit_records SET line = '{}' WHERE instance = 'gw-a' AND seq = 3",
         saved.replace('\'', "''")
     ));
-    assert_eq!(verify_store(&pki, &url, None).0, 0);
+    assert_eq!(pki.audit_verify_store(&url, None).0, 0);
 
     // 2. A search column edited to hide an access from search.
     pg.psql(
         "UPDATE popgate_audit_records SET citizen_ref = NULL WHERE instance = 'gw-a' AND seq = 5",
     );
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("record seq 5") && out.contains("column citizen_ref"),
         "{out}"
     );
     pg.psql("UPDATE popgate_audit_records r SET citizen_ref = (r.line::json)->>'citizen_ref' WHERE instance = 'gw-a' AND seq = 5");
-    assert_eq!(verify_store(&pki, &url, None).0, 0);
+    assert_eq!(pki.audit_verify_store(&url, None).0, 0);
 
     // 3. A row deleted.
     pg.psql("CREATE TABLE saved_row AS SELECT * FROM popgate_audit_records WHERE instance = 'gw-a' AND seq = 4");
     pg.psql("DELETE FROM popgate_audit_records WHERE instance = 'gw-a' AND seq = 4");
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("records seq 4..4 are missing"), "{out}");
     pg.psql("INSERT INTO popgate_audit_records SELECT * FROM saved_row");
-    assert_eq!(verify_store(&pki, &url, None).0, 0);
+    assert_eq!(pki.audit_verify_store(&url, None).0, 0);
 
     // 4. A checkpoint removed.
     pg.psql("CREATE TABLE saved_ckpt AS SELECT * FROM popgate_audit_checkpoints WHERE instance = 'gw-a' AND n = 1 AND segment = (SELECT min(segment) FROM popgate_audit_checkpoints WHERE instance = 'gw-a')");
     pg.psql("DELETE FROM popgate_audit_checkpoints c USING saved_ckpt s WHERE c.instance = s.instance AND c.segment = s.segment AND c.n = s.n");
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("checkpoint 1 of segment") && out.contains("missing"),
         "{out}"
     );
     pg.psql("INSERT INTO popgate_audit_checkpoints SELECT * FROM saved_ckpt");
-    assert_eq!(verify_store(&pki, &url, None).0, 0);
+    assert_eq!(pki.audit_verify_store(&url, None).0, 0);
 
     // A second gateway configured with gw-a's id (a copy-pasted config):
     // it serves, but ships nothing into gw-a's history, and says why.
@@ -403,7 +357,7 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
         rows_before,
         "nothing of the twin's history may enter gw-a's"
     );
-    assert_eq!(verify_store(&pki, &url, None).0, 0);
+    assert_eq!(pki.audit_verify_store(&url, None).0, 0);
 
     // 5. A local segment rewritten with every hash recomputed (the
     // rewrite re-serialises each line, so line 1 already differs), and its
@@ -412,7 +366,7 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
     let seg = c.a.audit.join("audit-000001.jsonl");
     rewrite_and_rechain(&seg, 1, "0".repeat(64).as_str());
     std::fs::remove_file(c.a.audit.join("audit-000001.ckpt")).unwrap();
-    let (code, out) = verify_store(&pki, &url, Some(&c.a.audit));
+    let (code, out) = pki.audit_verify_store(&url, Some(&c.a.audit));
     assert_eq!(code, 1, "{out}");
     // The local log alone still passes (its tail is recent enough to be
     // the instant before a crash); only the store's copy tells.
@@ -430,7 +384,7 @@ async fn edits_to_the_store_and_to_a_shipped_local_log_are_located() {
     pg.psql(&format!(
         "DELETE FROM popgate_audit_checkpoints WHERE instance = 'gw-a' AND seq >= {top}"
     ));
-    let (code, out) = verify_store(&pki, &url, None);
+    let (code, out) = pki.audit_verify_store(&url, None);
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("instance gw-a")
@@ -509,40 +463,13 @@ async fn shipped_segments_are_deleted_only_once_the_store_holds_them() {
             || out.contains("deleted after shipping"),
         "{out}"
     );
-    let (code, out) = verify_store(&pki, &url, Some(&cfg.audit));
+    let (code, out) = pki.audit_verify_store(&url, Some(&cfg.audit));
     assert_eq!(code, 0, "{out}");
-    let hits = search_store(&pki, &url, CITIZENS[0]);
+    let hits = pki.audit_search_store(&url, CITIZENS[0]);
     assert_eq!(
         hits.len(),
         to_target,
         "every access, deleted segments included"
     );
     drop(gw);
-}
-
-/// Rewrites one record as an attacker without the seal key would, then
-/// recomputes every hash and prev after it.
-fn rewrite_and_rechain(segment: &Path, line_index: usize, prev_of_first: &str) {
-    use sha2::Digest;
-    let text = std::fs::read_to_string(segment).unwrap();
-    let text = text.trim_end_matches('\0');
-    let mut prev = prev_of_first.to_owned();
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let obj = v.as_object_mut().unwrap();
-        obj.remove("hash");
-        if i == line_index {
-            obj.insert("agency".into(), "someone-else".into());
-        }
-        obj.insert("prev".into(), prev.clone().into());
-        let body = serde_json::to_string(&v).unwrap();
-        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
-        out.push_str(&format!(
-            "{},\"hash\":\"{hash}\"}}\n",
-            &body[..body.len() - 1]
-        ));
-        prev = hash;
-    }
-    std::fs::write(segment, out).unwrap();
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e::client::parse;
-use e2e::gateway::{audit_records, GatewayProcess, TestPki};
+use e2e::gateway::{audit_records, rewrite_and_rechain, GatewayProcess, TestPki};
 use e2e::upstream::{RecordingUpstream, SwitchingUpstream};
 use e2e::{admin_get, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -278,36 +278,6 @@ async fn no_request_or_response_opens_a_tunnel() {
         records_of(&audit, &id)[1]["outcome"],
         "upstream_bad_response"
     );
-}
-
-/// Rewrites one record of a segment as an attacker without the seal key
-/// would: change the agency and purpose, then recompute every `hash` and
-/// `prev` after it so the chain is consistent again.
-fn rewrite_and_rechain(segment: &Path, line_index: usize, prev_of_first: &str) {
-    use sha2::Digest;
-    let text = std::fs::read_to_string(segment).unwrap();
-    // The open segment is zero-padded past its records.
-    let text = text.trim_end_matches('\0');
-    let mut prev = prev_of_first.to_owned();
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let obj = v.as_object_mut().unwrap();
-        obj.remove("hash");
-        if i == line_index {
-            obj.insert("agency".into(), "someone-else".into());
-            obj.insert("purpose".into(), "routine".into());
-        }
-        obj.insert("prev".into(), prev.clone().into());
-        let body = serde_json::to_string(&v).unwrap();
-        let hash = hex::encode(sha2::Sha256::digest(body.as_bytes()));
-        out.push_str(&format!(
-            "{},\"hash\":\"{hash}\"}}\n",
-            &body[..body.len() - 1]
-        ));
-        prev = hash;
-    }
-    std::fs::write(segment, out).unwrap();
 }
 
 /// Findings 3 and 4: the sealed segment's search index and the unsealed
