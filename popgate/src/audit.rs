@@ -21,11 +21,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| usage(format!("runtime: {e}")))
 }
 
-async fn connect(url: &str) -> Result<Store, Failure> {
-    Store::connect(url).await.map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })
+/// Where the audit store is, and the CA its TLS certificate is checked
+/// against (plain TCP without one).
+#[derive(Clone, Copy)]
+pub struct StoreArg<'a> {
+    pub url: &'a str,
+    pub ca: Option<&'a Path>,
+}
+
+async fn connect(store: StoreArg<'_>) -> Result<Store, Failure> {
+    Store::connect(store.url, store.ca)
+        .await
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.to_string(),
+        })
 }
 
 /// `audit verify`: whole, in order, unaltered — or the first place it is
@@ -33,7 +43,7 @@ async fn connect(url: &str) -> Result<Store, Failure> {
 pub fn verify(
     dir: Option<&Path>,
     keys: &[PathBuf],
-    store: Option<&str>,
+    store: Option<StoreArg<'_>>,
     instance: Option<&str>,
 ) -> Result<(), Failure> {
     let mut loaded = Vec::new();
@@ -67,7 +77,10 @@ pub fn verify(
         );
         local_instance = s.instance;
     }
-    let Some(url) = store else { return Ok(()) };
+    let Some(store_arg) = store else {
+        return Ok(());
+    };
+    let url = store_arg.url;
     if let (Some(a), Some(b)) = (instance, local_instance.as_deref()) {
         if a != b {
             return Err(usage(format!(
@@ -77,7 +90,7 @@ pub fn verify(
     }
     let only = instance.map(str::to_owned).or(local_instance.clone());
     runtime()?.block_on(async {
-        let store = connect(url).await?;
+        let store = connect(store_arg).await?;
         let summaries = store_verify::verify(&store, &keys, only.as_deref())
             .await
             .map_err(|f| not_intact(format!("store {}: {f}", redact(url))))?;
@@ -115,14 +128,15 @@ pub fn verify(
 }
 
 /// `audit ship`: a directory into the store, until caught up.
-pub fn ship(dir: &Path, instance: &str, url: &str) -> Result<(), Failure> {
+pub fn ship(dir: &Path, instance: &str, store_arg: StoreArg<'_>) -> Result<(), Failure> {
+    let url = store_arg.url;
     let id = InstanceId::parse(instance).map_err(usage)?;
     let fail = |e: gateway::audit::ship::ShipError| Failure {
         code: 1,
         message: format!("shipping {}: {} error: {e}", dir.display(), e.kind),
     };
     runtime()?.block_on(async {
-        let mut store = connect(url).await?;
+        let mut store = connect(store_arg).await?;
         store.ensure_schema().await.map_err(|e| Failure {
             code: 1,
             message: e.to_string(),
@@ -145,6 +159,7 @@ pub struct SearchArgs {
     pub citizen: String,
     pub dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub store_ca: Option<PathBuf>,
     pub hmac_key: PathBuf,
     pub since: Option<String>,
     pub until: Option<String>,
@@ -158,6 +173,7 @@ pub fn search(args: &SearchArgs) -> Result<(), Failure> {
         citizen,
         dir,
         store,
+        store_ca,
         hmac_key,
         since,
         until,
@@ -191,7 +207,11 @@ pub fn search(args: &SearchArgs) -> Result<(), Failure> {
     let hits = match (dir, store) {
         (Some(dir), _) => gateway::audit::search::search(dir, &r, &filter).map_err(failed)?,
         (None, Some(url)) => runtime()?.block_on(async {
-            let store = connect(url).await?;
+            let store = connect(StoreArg {
+                url,
+                ca: store_ca.as_deref(),
+            })
+            .await?;
             gateway::audit::search::search_store(&store, &r, &filter)
                 .await
                 .map_err(failed)

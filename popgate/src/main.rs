@@ -110,6 +110,10 @@ enum AuditCommand {
         /// Only this instance of the store.
         #[arg(long, requires = "store")]
         instance: Option<String>,
+        /// The CA that signed the store's TLS certificate (audit.store.ca):
+        /// connect over TLS and verify it.
+        #[arg(long, requires = "store")]
+        store_ca: Option<PathBuf>,
     },
     /// Ship a local audit directory into the store and exit once every
     /// vouched-for record is there: for the log of an instance that no
@@ -122,6 +126,9 @@ enum AuditCommand {
         instance: String,
         #[arg(long)]
         store: String,
+        /// The CA that signed the store's TLS certificate (audit.store.ca).
+        #[arg(long)]
+        store_ca: Option<PathBuf>,
     },
     /// Who accessed this citizen's data, when, and for which purpose.
     Search {
@@ -133,6 +140,9 @@ enum AuditCommand {
         /// Every instance, from the cluster's audit store (audit.store.url).
         #[arg(long)]
         store: Option<String>,
+        /// The CA that signed the store's TLS certificate (audit.store.ca).
+        #[arg(long, requires = "store")]
+        store_ca: Option<PathBuf>,
         /// The citizen-reference HMAC key (audit.hmac_key in gateway.yaml).
         #[arg(long)]
         hmac_key: PathBuf,
@@ -274,16 +284,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             key,
             store,
             instance,
-        }) => audit::verify(dir.as_deref(), &key, store.as_deref(), instance.as_deref())?,
+            store_ca,
+        }) => audit::verify(
+            dir.as_deref(),
+            &key,
+            store.as_deref().map(|url| audit::StoreArg {
+                url,
+                ca: store_ca.as_deref(),
+            }),
+            instance.as_deref(),
+        )?,
         Command::Audit(AuditCommand::Ship {
             dir,
             instance,
             store,
-        }) => audit::ship(&dir, &instance, &store)?,
+            store_ca,
+        }) => audit::ship(
+            &dir,
+            &instance,
+            audit::StoreArg {
+                url: &store,
+                ca: store_ca.as_deref(),
+            },
+        )?,
         Command::Audit(AuditCommand::Search {
             citizen,
             dir,
             store,
+            store_ca,
             hmac_key,
             since,
             until,
@@ -293,6 +321,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             citizen,
             dir,
             store,
+            store_ca,
             hmac_key,
             since,
             until,

@@ -12,6 +12,8 @@ pub struct PostgresServer {
     bin: PathBuf,
     root: tempfile::TempDir,
     running: bool,
+    /// Server options beyond the port and socket (TLS).
+    options: String,
 }
 
 /// The newest server binaries: Debian keeps them off PATH, in
@@ -42,6 +44,16 @@ impl PostgresServer {
     /// Starts a fresh cluster, or returns None (loudly) when PostgreSQL is
     /// not installed — unless POPGATE_REQUIRE_TOOLS=1, where that fails.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server that accepts TLS connections only (plain ones are refused
+    /// by pg_hba.conf), with this certificate chain and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<Self> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Option<Self> {
         let Some(bin) = server_bin() else {
             let msg = "SKIPPED: PostgreSQL server not installed (no /usr/lib/postgresql/*/bin/initdb); install the postgresql package";
             assert!(
@@ -57,6 +69,7 @@ impl PostgresServer {
             bin,
             root,
             running: false,
+            options: String::new(),
         };
         if as_root() {
             // The server runs as `postgres`: it must reach and own its directory.
@@ -88,6 +101,36 @@ impl PostgresServer {
                 "--no-locale",
             ],
         );
+        if let Some((cert, key)) = tls {
+            let (c, k) = (
+                pg.root.path().join("tls.crt"),
+                pg.root.path().join("tls.key"),
+            );
+            std::fs::copy(cert, &c).expect("copy the server certificate");
+            std::fs::copy(key, &k).expect("copy the server key");
+            // PostgreSQL refuses a key others can read, or one it does not own.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the server key");
+            if as_root() {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .args([&c, &k])
+                    .status()
+                    .expect("run chown");
+                assert!(status.success(), "chown the TLS files");
+            }
+            std::fs::write(
+                pg.root.path().join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            pg.options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            );
+        }
         pg.restart();
         Some(pg)
     }
@@ -143,9 +186,10 @@ impl PostgresServer {
     /// test, and the tests run faster.
     pub fn restart(&mut self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50{}",
             self.port,
-            self.root.path().display()
+            self.root.path().display(),
+            self.options
         );
         let log = self.log().display().to_string();
         self.run(
@@ -178,9 +222,14 @@ impl PostgresServer {
 
     /// Runs SQL with psql; returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
+        let url = if self.options.contains("ssl=on") {
+            format!("{}?sslmode=require", self.url())
+        } else {
+            self.url()
+        };
         let out = Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url())
+            .arg(url)
             .args(["-c", sql])
             .output()
             .expect("run psql (package postgresql-client)");

@@ -155,7 +155,7 @@ impl AuditConfig {
         let store = raw
             .store
             .as_ref()
-            .map(store::StoreConfig::from_raw)
+            .map(|r| store::StoreConfig::from_raw(r, rel))
             .transpose()
             .map_err(|e| ConfigError::new(file, e))?;
         if store.is_some() && instance.is_none() {

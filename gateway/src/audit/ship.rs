@@ -616,6 +616,7 @@ pub fn spawn(
     let mut shipper = Shipper::new(dir, instance, cfg.batch_records);
     let retention = cfg.delete_shipped_after;
     let url = cfg.url.clone();
+    let ca = cfg.ca.clone();
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("popgate-audit-ship".into())
@@ -623,6 +624,7 @@ pub fn spawn(
             rt.block_on(run(
                 &mut shipper,
                 &url,
+                ca.as_deref(),
                 retention,
                 &head,
                 &metrics,
@@ -638,6 +640,7 @@ pub fn spawn(
 async fn run(
     shipper: &mut Shipper,
     url: &str,
+    ca: Option<&Path>,
     retention: Option<Duration>,
     head: &AtomicU64,
     metrics: &ShipMetrics,
@@ -652,7 +655,7 @@ async fn run(
         let stopping = stop.load(Ordering::Acquire);
         let result = async {
             if store.is_none() {
-                let mut s = Store::connect(url).await?;
+                let mut s = Store::connect(url, ca).await?;
                 s.ensure_schema().await?;
                 store = Some(s);
             }

@@ -33,6 +33,11 @@ use super::instance::InstanceId;
 pub struct RawStoreConfig {
     /// `postgres://user:password@host:port/db` (libpq URL or key=value).
     pub url: String,
+    /// PEM CA bundle that signed the database's certificate: the
+    /// connection is then TLS, the server's certificate and name verified
+    /// (libpq's `verify-full`). Without it the connection is plain TCP.
+    #[serde(default)]
+    pub ca: Option<String>,
     /// Records per shipping transaction.
     #[serde(default = "default_batch")]
     pub batch_records: usize,
@@ -50,15 +55,30 @@ fn default_batch() -> usize {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub url: String,
+    pub ca: Option<std::path::PathBuf>,
     pub batch_records: usize,
     pub delete_shipped_after: Option<std::time::Duration>,
 }
 
 impl StoreConfig {
-    pub fn from_raw(raw: &RawStoreConfig) -> Result<Self, String> {
-        raw.url
+    /// `resolve` turns a path in the config into one relative to it.
+    pub fn from_raw(
+        raw: &RawStoreConfig,
+        resolve: impl Fn(&str) -> std::path::PathBuf,
+    ) -> Result<Self, String> {
+        let parsed = raw
+            .url
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("audit.store.url: {e}"))?;
+        let ca = raw.ca.as_deref().map(resolve);
+        if let Some(ca) = &ca {
+            tls_config(ca).map_err(|e| format!("audit.store.ca: {e}"))?;
+        } else if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(
+                "audit.store.url asks for TLS (sslmode=require): set audit.store.ca to the CA that signed the database's certificate, so it is verified"
+                    .into(),
+            );
+        }
         if !(1..=50_000).contains(&raw.batch_records) {
             return Err("audit.store.batch_records must be between 1 and 50000".into());
         }
@@ -70,6 +90,7 @@ impl StoreConfig {
             .map_err(|e| format!("audit.store.delete_shipped_after: {e}"))?;
         Ok(StoreConfig {
             url: raw.url.clone(),
+            ca,
             batch_records: raw.batch_records,
             delete_shipped_after,
         })
@@ -128,6 +149,19 @@ mod tests {
         );
         assert_eq!(redact("postgres://db/audit"), "postgres://db/audit");
     }
+}
+
+/// An error with its causes (tokio-postgres puts the TLS or socket error
+/// in `source`, and "error connecting to server" alone says little).
+fn cause(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// The URL without its password, for messages and logs.
@@ -223,8 +257,32 @@ CREATE TABLE IF NOT EXISTS popgate_audit_checkpoints (
 /// EXISTS` alone races).
 const DDL_LOCK: i64 = 0x706f_7067_6174_6501;
 
+/// A rustls client config trusting only the CA bundle at `ca`.
+fn tls_config(ca: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("{}: {e}", ca.display()))?
+    {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Store {
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    /// Connects over plain TCP, or over TLS verified against `ca`.
+    pub async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Store, StoreError> {
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| StoreError::Connect {
@@ -235,19 +293,35 @@ impl Store {
             config.connect_timeout(std::time::Duration::from_secs(5));
         }
         config.application_name("popgate");
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|e| StoreError::Connect {
-                    url: redact(url),
-                    cause: e.to_string(),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "audit store connection ended");
+        let failed = |cause: String| StoreError::Connect {
+            url: redact(url),
+            cause,
+        };
+        let client = match ca {
+            Some(ca) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls =
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca).map_err(failed)?);
+                let (client, connection) =
+                    config.connect(tls).await.map_err(|e| failed(cause(&e)))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "audit store connection ended");
+                    }
+                });
+                client
             }
-        });
+            None => {
+                let (client, connection) =
+                    config.connect(NoTls).await.map_err(|e| failed(cause(&e)))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "audit store connection ended");
+                    }
+                });
+                client
+            }
+        };
         // Record times are UTC; dates given to search mean UTC days.
         client
             .batch_execute("SET TIME ZONE 'UTC'; SET client_min_messages = warning")

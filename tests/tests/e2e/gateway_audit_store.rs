@@ -473,3 +473,84 @@ async fn shipped_segments_are_deleted_only_once_the_store_holds_them() {
     );
     drop(gw);
 }
+
+/// With `audit.store.ca`, the connection to the store is TLS and the
+/// database's certificate is verified: against a server that refuses
+/// plain connections, shipping works with the right CA and nothing
+/// connects without it or with another one.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_connection_is_tls_verified_against_the_configured_ca() {
+    let pki = TestPki::new();
+    let Some(pg) =
+        PostgresServer::start_tls(&pki.pki.server_cert_path(), &pki.pki.server_key_path())
+    else {
+        return;
+    };
+    let url = pg.url();
+    let registry = RegistryProcess::start();
+    let cfg = pki
+        .config(&registry.addr)
+        .audit_dir(&pki.dir.path().join("audit-tls"))
+        .instance("gw-tls")
+        .store(&url)
+        .store_setting("ca: pki/ca.pem")
+        .admin()
+        .write();
+    let gw = GatewayProcess::run(&cfg);
+    let hanoi = pki.client(&pki.agency("hanoi"));
+    for citizen in CITIZENS {
+        let r = hanoi
+            .get(cfg.port, &format!("/v1/citizens/{citizen}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    wait_shipped(&pg, &[(cfg.admin_port(), "gw-tls")], CITIZENS.len()).await;
+    drop(gw);
+
+    let ca = pki.dir.path().join("pki/ca.pem");
+    let key = pki.dir.path().join("pki/audit-seal.pub");
+    let verify = |ca: Option<&Path>| {
+        let mut args = vec![
+            "audit".to_owned(),
+            "verify".into(),
+            "--store".into(),
+            url.clone(),
+            "--key".into(),
+            key.display().to_string(),
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--store-ca".into(), ca.display().to_string()]);
+        }
+        let out = std::process::Command::new(e2e::bin("popgate"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = verify(Some(&ca));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("instance gw-tls: ok"), "{out}");
+    // Plain TCP: the server refuses it.
+    let (code, out) = verify(None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot connect") && out.contains("no encryption"),
+        "{out}"
+    );
+    // Another CA: the certificate is not believed.
+    let other = TestPki::new();
+    let (code, out) = verify(Some(&other.pki.ca_cert_path()));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cannot connect") && out.contains("certificate"),
+        "{out}"
+    );
+}
