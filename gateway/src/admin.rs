@@ -41,6 +41,11 @@ impl Admin {
         if !self.audit.writable() {
             reasons.push("audit log not writable".to_owned());
         }
+        if self.tls.verifier.holds_no_crl() {
+            reasons.push(
+                "revocation: no CRL fetched or cached yet, every agency is refused".to_owned(),
+            );
+        }
         let addr = format!("{}:{}", self.upstream.host, self.upstream.port);
         match tokio::time::timeout(
             Duration::from_millis(500),

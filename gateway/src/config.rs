@@ -44,6 +44,9 @@ struct RawConfig {
     /// Header, body, time and connection limits at the edge.
     #[serde(default)]
     limits: crate::edge::RawLimits,
+    /// CRLs fetched from distribution points; see `revocation/`.
+    #[serde(default)]
+    revocation: Option<crate::revocation::RawRevocation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +129,8 @@ pub struct GatewayConfig {
     pub admission: Option<crate::admission::AdmissionConfig>,
     pub drain_timeout: Duration,
     pub limits: crate::edge::Limits,
+    /// CRL fetching, when configured.
+    pub crl_fetch: Option<crate::revocation::CrlFetch>,
 }
 
 impl GatewayConfig {
@@ -147,10 +152,16 @@ impl GatewayConfig {
         if threads == 0 || threads > 256 {
             return Err(ConfigError::new(path, "threads: must be between 1 and 256"));
         }
+        let crl_fetch = match raw.revocation.as_ref().and_then(|r| r.crl.as_ref()) {
+            Some(c) => Some(crate::revocation::CrlFetch::from_raw(path, c)?),
+            None => None,
+        };
+        let mut tls = TlsFiles::from_raw(path, &raw.tls);
+        tls.crl_cache = crl_fetch.as_ref().map(|c| c.cache_dir.clone());
         Ok(GatewayConfig {
             source: path.to_owned(),
             listen,
-            tls: TlsFiles::from_raw(path, &raw.tls),
+            tls,
             upstream,
             registry_path: rel(&raw.registry),
             threads,
@@ -185,6 +196,7 @@ impl GatewayConfig {
                 None => 10,
             }),
             limits: crate::edge::Limits::from_raw(path, &raw.limits)?,
+            crl_fetch,
         })
     }
 

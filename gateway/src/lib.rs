@@ -13,6 +13,7 @@ pub mod crl_publisher;
 pub mod error;
 pub mod quota;
 pub mod registry;
+pub mod revocation;
 pub mod serve;
 
 mod access;

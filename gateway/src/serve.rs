@@ -27,6 +27,21 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
     let quota = quota_engine(&config, &registry)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     tls_state.verifier.set_metrics(metrics.clone());
+    if let Some(fetch) = &config.crl_fetch {
+        let fetch_metrics = crate::revocation::fetch::FetchMetrics::new();
+        for c in fetch_metrics.collectors() {
+            metrics.register(c);
+        }
+        let fetcher = crate::revocation::fetch::spawn(fetch, &config.tls.client_ca, fetch_metrics)
+            .map_err(|e| {
+                GatewayError::runtime(
+                    format!("revocation.crl.cache_dir {}", fetch.cache_dir.display()),
+                    e,
+                )
+            })?;
+        tls_state.verifier.set_crl_fetcher(fetcher);
+        tracing::info!(cache = %fetch.cache_dir.display(), "fetching CRLs (distribution points and revocation.crl.urls)");
+    }
     metrics.register(Box::new(audit.stats().fsync_seconds.clone()));
     // Shipping to the cluster's store runs beside serving, never in its
     // way: readiness does not depend on the store.
@@ -224,6 +239,8 @@ fn reload_on_sighup(
         config.tls.client_ca.clone(),
     ];
     watched.extend(config.tls.crls.iter().cloned());
+    // Fetched CRLs are renamed into this directory: its mtime moves.
+    watched.extend(config.tls.crl_cache.iter().cloned());
     let fingerprint = move || -> Vec<Option<(std::time::SystemTime, u64)>> {
         watched
             .iter()

@@ -44,6 +44,10 @@ pub struct TlsFiles {
     pub key: PathBuf,
     pub client_ca: PathBuf,
     pub crls: Vec<PathBuf>,
+    /// Where fetched CRLs are cached (`revocation.crl.cache_dir`). When
+    /// set, revocation is required: with no CRL at all, no agency is
+    /// admitted (rustls would otherwise check nothing).
+    pub crl_cache: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -58,6 +62,7 @@ impl TlsFiles {
                 .iter()
                 .map(|c| yamlconf::resolve(file, c))
                 .collect(),
+            crl_cache: None,
         }
     }
 }
@@ -68,6 +73,64 @@ pub struct TlsMaterial {
     pub server_key: PrivateKeyDer<'static>,
     pub roots: RootCertStore,
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Revocation must be checked: no CRL means no agency is admitted.
+    pub require_crls: bool,
+}
+
+/// The fetched CRLs in the cache: written there only after they were
+/// checked (signature, currency); one that no longer parses is skipped
+/// with a warning rather than failing every reload.
+fn cached_crls(dir: &Path) -> Vec<CertificateRevocationListDer<'static>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
+            match crl {
+                Ok(c) if webpki::OwnedCertRevocationList::from_der(c.as_ref()).is_ok() => {
+                    out.push(c)
+                }
+                _ => tracing::warn!(file = %p.display(), "cached CRL does not parse; skipped"),
+            }
+        }
+    }
+    out
+}
+
+/// One CRL per issuer, the newest (by thisUpdate): a configured file and a
+/// fetched copy of the same CRL must not have the older one judge.
+fn newest_per_issuer(
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Vec<CertificateRevocationListDer<'static>> {
+    use der::{Decode, Encode};
+    let mut best: Vec<(Vec<u8>, i64, CertificateRevocationListDer<'static>)> = Vec::new();
+    for crl in crls {
+        let Ok(list) = x509_cert::crl::CertificateList::from_der(crl.as_ref()) else {
+            best.push((Vec::new(), i64::MIN, crl));
+            continue;
+        };
+        let issuer = list.tbs_cert_list.issuer.to_der().unwrap_or_default();
+        let at = list.tbs_cert_list.this_update.to_unix_duration().as_secs() as i64;
+        match best
+            .iter_mut()
+            .find(|(i, _, _)| !i.is_empty() && *i == issuer)
+        {
+            Some(slot) if slot.1 < at => *slot = (issuer, at, crl),
+            Some(_) => {}
+            None => best.push((issuer, at, crl)),
+        }
+    }
+    best.into_iter().map(|(_, _, c)| c).collect()
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
@@ -116,11 +179,16 @@ impl TlsMaterial {
                 ));
             }
         }
+        if let Some(dir) = &files.crl_cache {
+            crls.extend(cached_crls(dir));
+        }
+        let crls = newest_per_issuer(crls);
         let m = TlsMaterial {
             server_chain,
             server_key,
             roots,
             crls,
+            require_crls: files.crl_cache.is_some(),
         };
         m.certified_key(&files.key)?;
         m.client_verifier(&files.client_ca)?;
@@ -152,6 +220,11 @@ impl TlsMaterial {
         Ok(Trust {
             verifier: self.client_verifier(ca_path)?,
             good_until,
+            chain_only: if self.require_crls && self.crls.is_empty() {
+                Some(self.client_verifier(ca_path)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -331,6 +404,8 @@ pub struct AgencyCertVerifier {
     verified: Mutex<HashMap<[u8; 32], Verified>>,
     /// Counts handshakes; set once metrics exist.
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// Told the CRL distribution points of certificates the CA signed.
+    crl_fetcher: std::sync::OnceLock<crate::revocation::fetch::CrlFetcher>,
 }
 
 /// The `reason` label for a client certificate refused in the handshake.
@@ -366,6 +441,10 @@ struct Trust {
     /// Unix seconds; `i64::MIN` when a CRL's nextUpdate could not be read,
     /// so nothing verified under it is reused.
     good_until: i64,
+    /// Revocation is required and no CRL is held yet: this verifier (the
+    /// chain alone) tells a certificate our CA signed from a stranger's,
+    /// and every one is refused.
+    chain_only: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// A certificate this verifier accepted, kept whole so a reload can judge
@@ -421,7 +500,18 @@ impl AgencyCertVerifier {
             hints: ArcSwap::from_pointee(&*Box::leak(hints.into_boxed_slice())),
             verified: Mutex::new(HashMap::new()),
             metrics: std::sync::OnceLock::new(),
+            crl_fetcher: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Revocation is required and no CRL is held: nobody is admitted.
+    pub fn holds_no_crl(&self) -> bool {
+        self.inner.load().chain_only.is_some()
+    }
+
+    /// Lets handshakes tell the CRL fetcher of new distribution points.
+    pub fn set_crl_fetcher(&self, f: crate::revocation::fetch::CrlFetcher) {
+        let _ = self.crl_fetcher.set(f);
     }
 
     pub fn set_metrics(&self, m: Arc<crate::metrics::Metrics>) {
@@ -553,9 +643,34 @@ impl ClientCertVerifier for AgencyCertVerifier {
             }
             return Ok(ClientCertVerified::assertion());
         }
-        let verified = trust
-            .verifier
-            .verify_client_cert(end_entity, intermediates, now);
+        // A certificate our CA signed names where its issuer's CRL is: the
+        // fetcher learns it (from signed certificates only, never from a
+        // stranger's). Without any CRL yet, the chain is checked alone and
+        // the certificate refused until its CRL is here.
+        let unknown =
+            || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownRevocationStatus);
+        let learn = || {
+            if let Some(f) = self.crl_fetcher.get() {
+                f.learn_from(end_entity.as_ref());
+            }
+        };
+        let verified = match &trust.chain_only {
+            Some(chain) => chain
+                .verify_client_cert(end_entity, intermediates, now)
+                .and_then(|_| {
+                    learn();
+                    Err(unknown())
+                }),
+            None => {
+                let v = trust
+                    .verifier
+                    .verify_client_cert(end_entity, intermediates, now);
+                if v.is_ok() || matches!(&v, Err(e) if *e == unknown()) {
+                    learn();
+                }
+                v
+            }
+        };
         if let Some(m) = self.metrics.get() {
             match &verified {
                 Ok(_) => m.tls_handshakes.inc(),
@@ -636,6 +751,7 @@ mod tests {
             key: pki.server_key_path(),
             client_ca: pki.ca_cert_path(),
             crls: vec![pki.crl_path()],
+            crl_cache: None,
         };
         let state = TlsMaterial::load(&files)
             .unwrap()
@@ -729,5 +845,52 @@ mod tests {
         assert_eq!(failure_reason(&late), "revoked", "{late:?}");
         let key: [u8; 32] = Sha256::digest(long.as_ref()).into();
         assert!(v.identity(&key).is_none());
+    }
+
+    /// With fetched CRLs required (a cache directory) and none there yet,
+    /// no agency is admitted; once one lands it judges; and of two CRLs of
+    /// one issuer (the configured file, an older copy; the fetched one,
+    /// newer) the newer judges.
+    #[test]
+    fn fetched_crls_are_required_and_the_newest_of_an_issuer_judges() {
+        let mut f = fixture();
+        let cache = f._dir.path().join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let stale_copy = f._dir.path().join("crl-old.pem");
+        std::fs::copy(f.pki.crl_path(), &stale_copy).unwrap();
+        f.files.crls = vec![];
+        f.files.crl_cache = Some(cache.clone());
+        let (leaf, leaf_path) = agency(&f, "hanoi", 30);
+        let now = UnixTime::now();
+        let state = TlsMaterial::load(&f.files)
+            .unwrap()
+            .server_parts(&f.files)
+            .unwrap();
+        let e = state
+            .verifier
+            .verify_client_cert(&leaf, &[], now)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownRevocationStatus)
+        );
+
+        // The fetched CRL lands (newer, revoking the leaf); the configured
+        // file is the older one, from before the revocation.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        f.pki.revoke(&leaf_path).unwrap();
+        std::fs::copy(f.pki.crl_path(), cache.join("crl-0.pem")).unwrap();
+        f.files.crls = vec![stale_copy];
+        TlsMaterial::load(&f.files)
+            .unwrap()
+            .apply(&f.files, &state)
+            .unwrap();
+        let e = state
+            .verifier
+            .verify_client_cert(&leaf, &[], now)
+            .unwrap_err();
+        assert_eq!(failure_reason(&e), "revoked", "{e:?}");
+        let (other, _) = agency(&f, "hanam", 30);
+        state.verifier.verify_client_cert(&other, &[], now).unwrap();
     }
 }

@@ -161,6 +161,7 @@ pub struct ConfigBuilder<'a> {
     instance: Option<String>,
     store: Option<String>,
     store_extra: String,
+    crl_file: bool,
 }
 
 /// A written config: where it is and what it listens on.
@@ -195,6 +196,7 @@ impl TestPki {
             instance: None,
             store: None,
             store_extra: String::new(),
+            crl_file: true,
         }
     }
 }
@@ -228,6 +230,11 @@ impl ConfigBuilder<'_> {
         self.store_extra.push_str(&format!("    {line}\n"));
         self
     }
+    /// No `tls.crls` file: revocation comes from fetched CRLs alone.
+    pub fn without_crl_file(mut self) -> Self {
+        self.crl_file = false;
+        self
+    }
     /// Adds an admin listener on a free port.
     pub fn admin(mut self) -> Self {
         self.admin = true;
@@ -254,10 +261,15 @@ impl ConfigBuilder<'_> {
             audit_extra.push_str(&format!("  store:\n    url: {u}\n{}", self.store_extra));
         }
         let mut cfg = format!(
-            "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\nupstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {timeout}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n{audit_extra}",
+            "listen: 127.0.0.1:{port}\nthreads: 2\ntls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n{crls}upstream:\n  url: http://{upstream}\n  connect_timeout_ms: 1000\n  read_timeout_ms: {timeout}\nregistry: agencies.yaml\naudit:\n  dir: {audit}\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n  segment_max_bytes: 65536\n{audit_extra}",
             upstream = self.upstream,
             timeout = self.read_timeout_ms,
-            audit = self.audit.display()
+            audit = self.audit.display(),
+            crls = if self.crl_file {
+                "  crls: [pki/crl.pem]\n"
+            } else {
+                ""
+            }
         );
         if let Some(a) = admin {
             cfg.push_str(&format!("admin:\n  listen: 127.0.0.1:{a}\n"));

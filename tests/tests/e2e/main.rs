@@ -14,6 +14,7 @@ mod gateway_audit;
 mod gateway_audit_store;
 mod gateway_cluster_quota;
 mod gateway_config;
+mod gateway_crl_fetch;
 mod gateway_handshake;
 mod gateway_hardening;
 mod gateway_lifecycle;
