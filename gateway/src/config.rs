@@ -158,6 +158,10 @@ impl GatewayConfig {
         };
         let mut tls = TlsFiles::from_raw(path, &raw.tls);
         tls.crl_cache = crl_fetch.as_ref().map(|c| c.cache_dir.clone());
+        tls.revocation_grace = match &raw.revocation {
+            Some(r) => crate::revocation::grace(path, r)?,
+            None => None,
+        };
         Ok(GatewayConfig {
             source: path.to_owned(),
             listen,

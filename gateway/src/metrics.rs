@@ -32,6 +32,9 @@ pub struct Metrics {
     pub audit_outcomes_lost: IntGauge,
     /// Forwarded requests the agency abandoned (reset, closed, cancelled).
     pub client_closed: IntCounter,
+    /// Certificates admitted on a CRL past its nextUpdate, within
+    /// `revocation.grace_s` (`on_unavailable: grace`).
+    pub revocation_grace_admissions: IntCounter,
     /// Open agency connections on this instance, by agency (`-`: none matched).
     pub connections_open: IntGaugeVec,
     /// Connections refused service, by agency and reason
@@ -110,8 +113,14 @@ impl Metrics {
             "popgate_client_closed_total",
             "Forwarded requests whose agency reset or closed the connection before the end",
         );
+        let revocation_grace_admissions = counter(
+            &r,
+            "popgate_revocation_grace_admissions_total",
+            "Handshakes admitted on a CRL past its nextUpdate, within revocation.grace_s",
+        );
         Metrics {
             client_closed,
+            revocation_grace_admissions,
             audit_checkpoints: gauge(
                 &r,
                 "popgate_audit_checkpoints_total",

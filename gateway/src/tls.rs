@@ -48,6 +48,9 @@ pub struct TlsFiles {
     /// set, revocation is required: with no CRL at all, no agency is
     /// admitted (rustls would otherwise check nothing).
     pub crl_cache: Option<PathBuf>,
+    /// `revocation.on_unavailable: grace`: how long past a CRL's nextUpdate
+    /// its issuer's certificates are still admitted (counted and logged).
+    pub revocation_grace: Option<std::time::Duration>,
 }
 
 impl TlsFiles {
@@ -63,6 +66,7 @@ impl TlsFiles {
                 .map(|c| yamlconf::resolve(file, c))
                 .collect(),
             crl_cache: None,
+            revocation_grace: None,
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct TlsMaterial {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Revocation must be checked: no CRL means no agency is admitted.
     pub require_crls: bool,
+    pub grace: Option<std::time::Duration>,
 }
 
 /// The fetched CRLs in the cache: written there only after they were
@@ -189,6 +194,7 @@ impl TlsMaterial {
             roots,
             crls,
             require_crls: files.crl_cache.is_some(),
+            grace: files.revocation_grace,
         };
         m.certified_key(&files.key)?;
         m.client_verifier(&files.client_ca)?;
@@ -225,19 +231,42 @@ impl TlsMaterial {
             } else {
                 None
             },
+            grace: self.grace.map(|g| {
+                use der::{Decode, Encode};
+                let next_updates = self
+                    .crls
+                    .iter()
+                    .filter_map(|c| x509_cert::crl::CertificateList::from_der(c.as_ref()).ok())
+                    .filter_map(|l| {
+                        let issuer = l.tbs_cert_list.issuer.to_der().ok()?;
+                        let next = l.tbs_cert_list.next_update?.to_unix_duration().as_secs();
+                        Some((issuer, next as i64))
+                    })
+                    .collect();
+                Grace {
+                    span: g.as_secs() as i64,
+                    next_updates,
+                }
+            }),
         })
     }
 
     fn client_verifier(&self, ca_path: &Path) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
-        WebPkiClientVerifier::builder_with_provider(
+        let builder = WebPkiClientVerifier::builder_with_provider(
             Arc::new(self.roots.clone()),
             Arc::new(rustls::crypto::ring::default_provider()),
         )
-        .with_crls(self.crls.clone())
-        // A CRL past its nextUpdate no longer proves anything: fail closed.
-        .enforce_revocation_expiration()
-        .build()
-        .map_err(|e| ConfigError::new(ca_path, format!("client verifier: {e}")))
+        .with_crls(self.crls.clone());
+        // A CRL past its nextUpdate no longer proves anything: fail closed,
+        // unless a grace is configured (then the verifier checks the age).
+        let builder = if self.grace.is_some() {
+            builder
+        } else {
+            builder.enforce_revocation_expiration()
+        };
+        builder
+            .build()
+            .map_err(|e| ConfigError::new(ca_path, format!("client verifier: {e}")))
     }
 
     /// The two pieces popgate's listener is built from: the (reloadable)
@@ -445,6 +474,42 @@ struct Trust {
     /// chain alone) tells a certificate our CA signed from a stranger's,
     /// and every one is refused.
     chain_only: Option<Arc<dyn ClientCertVerifier>>,
+    /// `on_unavailable: grace`: each issuer's CRL nextUpdate, and how long
+    /// past it its certificates are still admitted.
+    grace: Option<Grace>,
+}
+
+#[derive(Debug)]
+struct Grace {
+    span: i64,
+    next_updates: Vec<(Vec<u8>, i64)>,
+}
+
+impl Grace {
+    /// Within its CRL's validity: admitted; past it by less than the
+    /// grace: admitted on grace (`Ok(true)`); beyond: refused.
+    fn judge(&self, leaf: &[u8], now: i64) -> Result<bool, rustls::Error> {
+        use der::{Decode, Encode};
+        if self.next_updates.is_empty() {
+            return Ok(false); // no CRL in force: nothing to be stale
+        }
+        let issuer = x509_cert::Certificate::from_der(leaf)
+            .ok()
+            .and_then(|c| c.tbs_certificate.issuer.to_der().ok());
+        let next = issuer.and_then(|i| {
+            self.next_updates
+                .iter()
+                .find(|(n, _)| *n == i)
+                .map(|(_, t)| *t)
+        });
+        match next {
+            Some(t) if now <= t => Ok(false),
+            Some(t) if now <= t + self.span => Ok(true),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ExpiredRevocationList,
+            )),
+        }
+    }
 }
 
 /// A certificate this verifier accepted, kept whole so a reload can judge
@@ -668,7 +733,20 @@ impl ClientCertVerifier for AgencyCertVerifier {
                 if v.is_ok() || matches!(&v, Err(e) if *e == unknown()) {
                     learn();
                 }
-                v
+                match (&trust.grace, v) {
+                    (Some(g), Ok(ok)) => match g.judge(end_entity.as_ref(), now.as_secs() as i64) {
+                        Ok(false) => Ok(ok),
+                        Ok(true) => {
+                            if let Some(m) = self.metrics.get() {
+                                m.revocation_grace_admissions.inc();
+                            }
+                            tracing::warn!("client certificate admitted on grace: its issuer's CRL is past nextUpdate (revocation.on_unavailable: grace)");
+                            Ok(ok)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    (_, v) => v,
+                }
             }
         };
         if let Some(m) = self.metrics.get() {
@@ -752,6 +830,7 @@ mod tests {
             client_ca: pki.ca_cert_path(),
             crls: vec![pki.crl_path()],
             crl_cache: None,
+            revocation_grace: None,
         };
         let state = TlsMaterial::load(&files)
             .unwrap()
@@ -892,5 +971,39 @@ mod tests {
         assert_eq!(failure_reason(&e), "revoked", "{e:?}");
         let (other, _) = agency(&f, "hanam", 30);
         state.verifier.verify_client_cert(&other, &[], now).unwrap();
+    }
+
+    /// `on_unavailable: grace`: past its CRL's nextUpdate a certificate is
+    /// still admitted for the grace (counted), then refused; `closed`
+    /// refuses at once (a_verified_chain_is_reused_only_while_… shows it).
+    #[test]
+    fn a_stale_crl_admits_only_within_the_grace() {
+        let mut f = fixture();
+        f.files.revocation_grace = Some(std::time::Duration::from_secs(2 * DAY));
+        let state = TlsMaterial::load(&f.files)
+            .unwrap()
+            .server_parts(&f.files)
+            .unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        state.verifier.set_metrics(metrics.clone());
+        let (leaf, _) = agency(&f, "hanoi", 90);
+        let now = UnixTime::now();
+        state
+            .verifier
+            .verify_client_cert(&leaf, &[], at(now, 29))
+            .unwrap();
+        assert_eq!(metrics.revocation_grace_admissions.get(), 0);
+        // The CRL (30 days) is a day stale: admitted on grace, counted.
+        state
+            .verifier
+            .verify_client_cert(&leaf, &[], at(now, 31))
+            .unwrap();
+        assert_eq!(metrics.revocation_grace_admissions.get(), 1);
+        // Three days stale, past the 2-day grace: refused.
+        let e = state
+            .verifier
+            .verify_client_cert(&leaf, &[], at(now, 33))
+            .unwrap_err();
+        assert_eq!(failure_reason(&e), "crl", "{e:?}");
     }
 }

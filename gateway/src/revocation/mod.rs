@@ -25,6 +25,38 @@ use yamlconf::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
     pub crl: Option<RawCrlFetch>,
+    /// When no current status can be had (every CRL of an issuer past its
+    /// nextUpdate): `closed` refuses (the default), `grace` admits for at
+    /// most `grace_s` past it, logged and counted.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    pub grace_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    #[default]
+    Closed,
+    Grace,
+}
+
+/// How long a stale status still admits: `None` is fail closed.
+pub fn grace(file: &Path, raw: &RawRevocation) -> Result<Option<Duration>, ConfigError> {
+    match (raw.on_unavailable, raw.grace_s) {
+        (OnUnavailable::Closed, None) => Ok(None),
+        (OnUnavailable::Closed, Some(_)) => Err(ConfigError::new(
+            file,
+            "revocation.grace_s is set but on_unavailable is closed: set on_unavailable: grace, or remove grace_s",
+        )),
+        (OnUnavailable::Grace, Some(s)) if (60..=7 * 86_400).contains(&s) => {
+            Ok(Some(Duration::from_secs(s)))
+        }
+        (OnUnavailable::Grace, _) => Err(ConfigError::new(
+            file,
+            "revocation.on_unavailable: grace needs revocation.grace_s between 60 and 604800 (7 days)",
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +174,37 @@ pub fn distribution_points(cert_der: &[u8]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn raw(yaml: &str) -> RawRevocation {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn revocation_settings_that_cannot_work_are_config_errors() {
+        let f = Path::new("gateway.yaml");
+        let err = |yaml: &str| -> String {
+            let r = raw(yaml);
+            let e = match r.crl.as_ref().map(|c| CrlFetch::from_raw(f, c)) {
+                Some(Err(e)) => e,
+                _ => grace(f, &r).unwrap_err(),
+            };
+            e.to_string()
+        };
+        assert!(err("crl: {urls: ['https://ca/crl']}").contains("only http://"));
+        assert!(err("crl: {urls: ['http://ca/crl'], refresh_s: 1}").contains("refresh_s"));
+        assert!(err("crl: {distribution_points: false}").contains("nothing to fetch"));
+        assert!(err("on_unavailable: grace").contains("grace_s"));
+        assert!(err("grace_s: 600").contains("on_unavailable is closed"));
+        assert_eq!(
+            grace(f, &raw("on_unavailable: grace\ngrace_s: 600")).unwrap(),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(grace(f, &raw("{}")).unwrap(), None);
+        let ok = CrlFetch::from_raw(f, raw("crl: {}").crl.as_ref().unwrap()).unwrap();
+        assert!(ok.distribution_points && ok.cache_dir.ends_with("revocation-cache"));
+    }
+
     #[test]
     fn the_dev_pki_names_its_crl_in_the_certificates_it_issues() {
         let dir = tempfile::tempdir().unwrap();
@@ -156,9 +219,9 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            super::distribution_points(&leaf.der),
+            distribution_points(&leaf.der),
             vec![certs::pki::DEV_CRL_URL.to_owned()]
         );
-        assert!(super::distribution_points(b"not a certificate").is_empty());
+        assert!(distribution_points(b"not a certificate").is_empty());
     }
 }
