@@ -131,6 +131,8 @@ pub struct GatewayConfig {
     pub limits: crate::edge::Limits,
     /// CRL fetching, when configured.
     pub crl_fetch: Option<crate::revocation::CrlFetch>,
+    /// OCSP for client certificates, when configured.
+    pub ocsp: Option<crate::revocation::ocsp::OcspSettings>,
 }
 
 impl GatewayConfig {
@@ -201,6 +203,10 @@ impl GatewayConfig {
             }),
             limits: crate::edge::Limits::from_raw(path, &raw.limits)?,
             crl_fetch,
+            ocsp: match raw.revocation.as_ref().and_then(|r| r.ocsp.as_ref()) {
+                Some(o) => Some(crate::revocation::ocsp_settings(path, o)?),
+                None => None,
+            },
         })
     }
 

@@ -104,6 +104,8 @@ pub struct Gateway {
     /// Compliance verdicts, when `admission:` is configured.
     pub admission: Option<Arc<crate::admission::Admission>>,
     pub drain: Arc<crate::shutdown::Drain>,
+    /// OCSP for client certificates, when `revocation.ocsp` is configured.
+    pub ocsp: Option<Arc<crate::revocation::ocsp::OcspChecker>>,
 }
 
 impl Gateway {
@@ -112,6 +114,7 @@ impl Gateway {
         let has_body = !session.as_mut().is_body_empty();
         let registry = self.registry.load_full();
         let agency = crate::pipeline::identity(session, &self.verifier, &registry, seen)?;
+        crate::pipeline::revocation(session, &self.verifier, self.ocsp.as_deref()).await?;
         if Conn::of(session).is_some_and(|c| c.over_cap) {
             return Err(Refusal::TooManyConnections {
                 limit: self.limits.max_connections_per_agency,
@@ -202,6 +205,7 @@ impl Gateway {
             Refusal::TooManyConnections { .. }
                 | Refusal::TunnelRefused(_)
                 | Refusal::NoIdentity
+                | Refusal::CertRevoked
                 | Refusal::UnknownAgency
                 | Refusal::AgencySuspended { .. }
                 | Refusal::NotCompliant(_)

@@ -63,6 +63,12 @@ pub enum Refusal {
     /// A header popgate cannot pass on in any reading: `Connection` naming
     /// other headers (hop-by-hop tricks that strip or smuggle headers).
     BadHeader(String),
+    /// The certificate's OCSP responder says it is revoked.
+    CertRevoked,
+    /// No current revocation status could be had for the certificate
+    /// (responder down, answer rejected or unknown) and the policy is
+    /// `closed`, or its grace has ended.
+    RevocationUnavailable(String),
 }
 
 impl Refusal {
@@ -72,7 +78,9 @@ impl Refusal {
             | Refusal::UnknownAgency
             | Refusal::AgencySuspended { .. }
             | Refusal::RouteNotAllowed { .. }
-            | Refusal::NotCompliant(_) => 403,
+            | Refusal::NotCompliant(_)
+            | Refusal::CertRevoked => 403,
+            Refusal::RevocationUnavailable(_) => 503,
             Refusal::ShuttingDown => 503,
             Refusal::BadPath(_) | Refusal::PurposeRequired | Refusal::BadPurpose(_) => 400,
             Refusal::UpstreamUnavailable(_) => 502,
@@ -123,6 +131,8 @@ impl Refusal {
             Refusal::TooManyConnections { .. } => "too_many_connections",
             Refusal::UpstreamBadResponse(_) => "upstream_bad_response",
             Refusal::BadHeader(_) => "bad_header",
+            Refusal::CertRevoked => "cert_revoked",
+            Refusal::RevocationUnavailable(_) => "revocation_unavailable",
         }
     }
 
@@ -181,6 +191,12 @@ impl Refusal {
                 format!("the population registry sent a response popgate does not relay: {why}")
             }
             Refusal::BadHeader(why) => why.clone(),
+            Refusal::CertRevoked => {
+                "the client certificate is revoked (its issuer's OCSP responder says so)".into()
+            }
+            Refusal::RevocationUnavailable(why) => format!(
+                "the revocation status of the client certificate cannot be had ({why}); retry later"
+            ),
         }
     }
 

@@ -99,7 +99,20 @@ pub fn run(config_path: &Path) -> Result<(), GatewayError> {
         verifier: tls_state.verifier.clone(),
         registry: registry.clone(),
     };
+    let ocsp = config.ocsp.clone().map(|settings| {
+        let m =
+            crate::revocation::ocsp::OcspMetrics::new(metrics.revocation_grace_admissions.clone());
+        for c in m.collectors() {
+            metrics.register(c);
+        }
+        Arc::new(crate::revocation::ocsp::OcspChecker::new(
+            settings,
+            config.tls.revocation_grace,
+            m,
+        ))
+    });
     let gateway = Gateway {
+        ocsp,
         admission,
         drain: drain.clone(),
         metrics: metrics.clone(),

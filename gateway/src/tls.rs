@@ -80,6 +80,8 @@ pub struct TlsMaterial {
     /// Revocation must be checked: no CRL means no agency is admitted.
     pub require_crls: bool,
     pub grace: Option<std::time::Duration>,
+    /// The CA bundle's certificates (issuers, for OCSP requests).
+    pub ca_certs: Arc<Vec<CertificateDer<'static>>>,
 }
 
 /// The fetched CRLs in the cache: written there only after they were
@@ -153,7 +155,8 @@ impl TlsMaterial {
             )
         })?;
         let mut roots = RootCertStore::empty();
-        for c in certs_from_pem(&files.client_ca, "tls.client_ca (agency CA bundle)")? {
+        let ca_certs = certs_from_pem(&files.client_ca, "tls.client_ca (agency CA bundle)")?;
+        for c in ca_certs.iter().cloned() {
             roots.add(c).map_err(|e| {
                 ConfigError::new(
                     &files.client_ca,
@@ -195,6 +198,7 @@ impl TlsMaterial {
             crls,
             require_crls: files.crl_cache.is_some(),
             grace: files.revocation_grace,
+            ca_certs: Arc::new(ca_certs),
         };
         m.certified_key(&files.key)?;
         m.client_verifier(&files.client_ca)?;
@@ -224,6 +228,7 @@ impl TlsMaterial {
             )
             .fold(i64::MAX, i64::min);
         Ok(Trust {
+            ca_certs: self.ca_certs.clone(),
             verifier: self.client_verifier(ca_path)?,
             good_until,
             chain_only: if self.require_crls && self.crls.is_empty() {
@@ -477,6 +482,7 @@ struct Trust {
     /// `on_unavailable: grace`: each issuer's CRL nextUpdate, and how long
     /// past it its certificates are still admitted.
     grace: Option<Grace>,
+    ca_certs: Arc<Vec<CertificateDer<'static>>>,
 }
 
 #[derive(Debug)]
@@ -586,6 +592,35 @@ impl AgencyCertVerifier {
     /// The identity of a certificate this verifier accepted, by the SHA-256
     /// pingora reports for the connection. `None` means "not verified by us"
     /// and must be treated as a refusal.
+    /// The verified certificate with this SHA-256 and its issuer's
+    /// certificate (from the presented chain or the CA bundle), as DER.
+    pub fn leaf_and_issuer(&self, cert_sha256: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        use der::{Decode, Encode};
+        let key: [u8; 32] = cert_sha256.try_into().ok()?;
+        let (leaf, intermediates) = {
+            let map = self.verified.lock().ok()?;
+            let v = map.get(&key)?;
+            (v.leaf.clone(), v.intermediates.clone())
+        };
+        let issuer_name = x509_cert::Certificate::from_der(leaf.as_ref())
+            .ok()?
+            .tbs_certificate
+            .issuer
+            .to_der()
+            .ok()?;
+        let trust = self.inner.load();
+        let issuer = intermediates
+            .iter()
+            .chain(trust.ca_certs.iter())
+            .find(|c| {
+                x509_cert::Certificate::from_der(c.as_ref())
+                    .ok()
+                    .and_then(|c| c.tbs_certificate.subject.to_der().ok())
+                    .is_some_and(|s| s == issuer_name)
+            })?;
+        Some((leaf.as_ref().to_vec(), issuer.as_ref().to_vec()))
+    }
+
     pub fn identity(&self, cert_sha256: &[u8]) -> Option<Arc<CertIdentity>> {
         let key: [u8; 32] = cert_sha256.try_into().ok()?;
         self.verified

@@ -1,5 +1,6 @@
 //! How a request is judged, stage by stage, in the order DESIGN.md gives:
-//! identity → edge → admission → access → body → quota, one module each.
+//! identity → revocation (OCSP) → edge → admission → access → body →
+//! quota, one module each.
 //!
 //! Each stage is a function from what it needs to `Result<_, Refusal>`.
 //! What a stage learns goes into [`Seen`] as it goes, so a refusal is
@@ -14,6 +15,7 @@ mod body;
 mod edge;
 mod identity;
 mod quota;
+mod revocation;
 
 pub use access::access;
 pub use admission::admission;
@@ -21,6 +23,7 @@ pub use body::body;
 pub use edge::edge;
 pub use identity::identity;
 pub use quota::admit;
+pub use revocation::revocation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -144,9 +144,9 @@ pub fn not_older(new: &CrlFacts, held: &CrlFacts) -> Result<(), CrlError> {
     Ok(())
 }
 
-/// The raw bytes of the TBSCertList: the first element of the outer
-/// SEQUENCE, as signed.
-fn tbs_bytes(der: &[u8]) -> Result<Vec<u8>, CrlError> {
+/// The raw bytes of the first element of a DER SEQUENCE (the signed part
+/// of a CRL, an OCSP response, a certificate), as signed.
+pub(crate) fn first_element(der: &[u8]) -> Result<Vec<u8>, CrlError> {
     let malformed = |e: der::Error| CrlError::Malformed(e.to_string());
     let outer = AnyRef::from_der(der).map_err(malformed)?;
     let mut reader = der::SliceReader::new(outer.value()).map_err(malformed)?;
@@ -159,6 +159,27 @@ fn verify_signature(
     crl: &CertificateList,
     issuer: &Certificate,
 ) -> Result<(), CrlError> {
+    let signature = crl
+        .signature
+        .as_bytes()
+        .ok_or_else(|| CrlError::BadSignature("signature is not whole bytes".into()))?;
+    signed_by(
+        &first_element(der)?,
+        crl.signature_algorithm.oid,
+        signature,
+        issuer,
+    )
+    .map_err(CrlError::BadSignature)
+}
+
+/// Checks that `signer`'s key made `signature` over `tbs` with `alg`
+/// (ECDSA P-256/P-384, RSA PKCS#1 SHA-2, Ed25519).
+pub(crate) fn signed_by(
+    tbs: &[u8],
+    alg: ObjectIdentifier,
+    signature: &[u8],
+    signer: &Certificate,
+) -> Result<(), String> {
     use ring::signature as sig;
     const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
     const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
@@ -168,13 +189,13 @@ fn verify_signature(
     const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
     const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
     const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-    let spki = &issuer.tbs_certificate.subject_public_key_info;
+    let spki = &signer.tbs_certificate.subject_public_key_info;
     let curve = spki
         .algorithm
         .parameters
         .as_ref()
         .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
-    let alg: &dyn sig::VerificationAlgorithm = match (crl.signature_algorithm.oid, curve) {
+    let verifier: &dyn sig::VerificationAlgorithm = match (alg, curve) {
         (ECDSA_SHA256, Some(P256)) => &sig::ECDSA_P256_SHA256_ASN1,
         (ECDSA_SHA256, Some(P384)) => &sig::ECDSA_P384_SHA256_ASN1,
         (ECDSA_SHA384, Some(P256)) => &sig::ECDSA_P256_SHA384_ASN1,
@@ -184,22 +205,18 @@ fn verify_signature(
         (RSA_SHA512, _) => &sig::RSA_PKCS1_2048_8192_SHA512,
         (ED25519, _) => &sig::ED25519,
         (oid, _) => {
-            return Err(CrlError::BadSignature(format!(
-                "signature algorithm {oid} with this issuer key is not supported"
-            )))
+            return Err(format!(
+                "signature algorithm {oid} with this signer's key is not supported"
+            ))
         }
     };
     let key = spki
         .subject_public_key
         .as_bytes()
-        .ok_or_else(|| CrlError::BadSignature("issuer key is not whole bytes".into()))?;
-    let signature = crl
-        .signature
-        .as_bytes()
-        .ok_or_else(|| CrlError::BadSignature("signature is not whole bytes".into()))?;
-    sig::UnparsedPublicKey::new(alg, key)
-        .verify(&tbs_bytes(der)?, signature)
-        .map_err(|_| CrlError::BadSignature(issuer.tbs_certificate.subject.to_string()))
+        .ok_or("signer key is not whole bytes")?;
+    sig::UnparsedPublicKey::new(verifier, key)
+        .verify(tbs, signature)
+        .map_err(|_| signer.tbs_certificate.subject.to_string())
 }
 
 #[cfg(test)]

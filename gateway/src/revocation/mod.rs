@@ -13,6 +13,7 @@
 
 pub mod crl;
 pub mod fetch;
+pub mod ocsp;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +26,9 @@ use yamlconf::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
     pub crl: Option<RawCrlFetch>,
+    /// OCSP for client certificates that name a responder (or all, with
+    /// `responder`).
+    pub ocsp: Option<RawOcsp>,
     /// When no current status can be had (every CRL of an issuer past its
     /// nextUpdate): `closed` refuses (the default), `grace` admits for at
     /// most `grace_s` past it, logged and counted.
@@ -91,6 +95,52 @@ fn default_refresh() -> u64 {
 }
 fn default_timeout() -> u64 {
     5000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOcsp {
+    /// Ask this responder for every certificate instead of the one its
+    /// Authority Information Access names.
+    pub responder: Option<String>,
+    #[serde(default = "default_ocsp_timeout")]
+    pub timeout_ms: u64,
+    /// How long an answer that gives no nextUpdate is reused.
+    #[serde(default = "default_max_age")]
+    pub max_age_s: u64,
+}
+
+fn default_ocsp_timeout() -> u64 {
+    3000
+}
+fn default_max_age() -> u64 {
+    3600
+}
+
+/// `revocation.ocsp`, checked.
+pub fn ocsp_settings(file: &Path, raw: &RawOcsp) -> Result<ocsp::OcspSettings, ConfigError> {
+    if let Some(u) = &raw.responder {
+        fetch::parse_url(u).map_err(|e| {
+            ConfigError::new(file, format!("revocation.ocsp.responder: {u:?}: {e}"))
+        })?;
+    }
+    if !(100..=30_000).contains(&raw.timeout_ms) {
+        return Err(ConfigError::new(
+            file,
+            "revocation.ocsp.timeout_ms must be between 100 and 30000",
+        ));
+    }
+    if !(10..=7 * 86_400).contains(&raw.max_age_s) {
+        return Err(ConfigError::new(
+            file,
+            "revocation.ocsp.max_age_s must be between 10 and 604800",
+        ));
+    }
+    Ok(ocsp::OcspSettings {
+        responder: raw.responder.clone(),
+        timeout: Duration::from_millis(raw.timeout_ms),
+        max_age: Duration::from_secs(raw.max_age_s),
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ mod gateway_crl_fetch;
 mod gateway_handshake;
 mod gateway_hardening;
 mod gateway_lifecycle;
+mod gateway_ocsp;
 mod gateway_quota;
 mod gateway_revocation;
 mod scanner_scan;
