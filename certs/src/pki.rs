@@ -77,6 +77,46 @@ pub const SERVER_CERT_DAYS: i64 = 397;
 /// every request, so a revocation is visible at once).
 pub const DEV_CRL_URL: &str = "http://localhost:8489/crl.der";
 
+/// Where the dev CA answers OCSP: `popgate pki serve-revocation` serves
+/// it beside the CRL. Agency certificates name it in their Authority
+/// Information Access.
+pub const DEV_OCSP_URL: &str = "http://localhost:8489/ocsp";
+
+/// The Authority Information Access extension naming [`DEV_OCSP_URL`].
+fn ocsp_access() -> Result<rcgen::CustomExtension, PkiError> {
+    use der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1"),
+        access_location: GeneralName::UniformResourceIdentifier(
+            der::asn1::Ia5String::new(DEV_OCSP_URL).map_err(|e| PkiError::Invalid {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?,
+        ),
+    }]);
+    let der = aia.to_der().map_err(|e| PkiError::Invalid {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })?;
+    Ok(rcgen::CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+        der,
+    ))
+}
+
+/// What the dev CA knows of a serial number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevStatus {
+    Good,
+    Revoked {
+        at: OffsetDateTime,
+    },
+    /// Not a certificate this PKI issued.
+    Unknown,
+}
+
 fn crl_distribution_points() -> Vec<rcgen::CrlDistributionPoint> {
     vec![rcgen::CrlDistributionPoint {
         uris: vec![DEV_CRL_URL.to_owned()],
@@ -317,6 +357,7 @@ impl DevPki {
         p.not_before = spec.not_before;
         p.not_after = spec.not_after;
         p.crl_distribution_points = crl_distribution_points();
+        p.custom_extensions = vec![ocsp_access()?];
         let serial = random_serial()?;
         p.serial_number = Some(serial.clone());
         p.use_authority_key_identifier_extension = true;
@@ -418,6 +459,51 @@ impl DevPki {
         };
         let crl = params.signed_by(&self.issuer()?)?;
         write_file(&self.crl_path(), crl.pem()?.as_bytes(), false)
+    }
+
+    /// The status of the certificate with this serial number (big-endian
+    /// bytes, leading zeros allowed), as the CA's index says.
+    pub fn status(&self, serial: &[u8]) -> Result<DevStatus, PkiError> {
+        let first = serial
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(serial.len().saturating_sub(1));
+        let wanted = hex::encode(&serial[first..]);
+        let index = self.load_index()?;
+        let Some(entry) = index
+            .issued
+            .iter()
+            .find(|e| e.serial.eq_ignore_ascii_case(&wanted))
+        else {
+            return Ok(DevStatus::Unknown);
+        };
+        Ok(match &entry.revoked_at {
+            None => DevStatus::Good,
+            Some(at) => DevStatus::Revoked {
+                at: OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| PkiError::Invalid {
+                        path: self.dir.join("index.json"),
+                        message: format!("revoked_at {at:?}: {e}"),
+                    })?,
+            },
+        })
+    }
+
+    /// Signs `message` with the CA key (ECDSA P-256, SHA-256, DER
+    /// signature): what the dev OCSP responder signs its answers with.
+    pub fn sign_as_ca(&self, message: &[u8]) -> Result<Vec<u8>, PkiError> {
+        use rcgen::SigningKey;
+        Ok(self.ca_key.sign(message)?)
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_cert_der(&self) -> Result<Vec<u8>, PkiError> {
+        pem::parse(&self.ca_cert_pem)
+            .map(|p| p.into_contents())
+            .map_err(|e| PkiError::Invalid {
+                path: self.ca_cert_path(),
+                message: e.to_string(),
+            })
     }
 
     fn load_index(&self) -> Result<Index, PkiError> {

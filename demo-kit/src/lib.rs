@@ -29,6 +29,8 @@ pub struct DemoOptions {
     pub admin_port: u16,
     /// The demo agency system popscan audits.
     pub system_port: u16,
+    /// The dev CA's CRL and OCSP publisher (`pki serve-revocation`).
+    pub revocation_port: u16,
 }
 
 /// The shipped scan policies, so the printed popscan line works from any
@@ -135,17 +137,22 @@ fn write_files(opts: &DemoOptions, dir: &Path) -> Result<DemoFiles, GatewayError
         "# Written by `popgate demo`; edit freely, it is reused.\n\
          listen: 127.0.0.1:{port}\n\
          threads: 2\n\
-         tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n  crls: [pki/crl.pem]\n\
+         tls:\n  cert: pki/server.pem\n  key: pki/server.key\n  client_ca: pki/ca.pem\n\
          upstream:\n  url: http://127.0.0.1:{rport}\n  connect_timeout_ms: 2000\n  read_timeout_ms: 10000\n\
          registry: agencies.yaml\n\
          audit:\n  instance: demo-1\n  dir: audit\n  hmac_key: pki/audit-hmac.key\n  seal_key: pki/audit-seal.key\n\
          admin:\n  listen: 127.0.0.1:{aport}\n\
+         # Revocation as the CA publishes it (the demo serves CRL and OCSP):\n\
+         # a `pki revoke` takes effect within 30 s, no file copied.\n\
+         revocation:\n  crl: {{urls: [\"http://127.0.0.1:{vport}/crl.der\"], distribution_points: false, refresh_s: 30}}\n  \
+         ocsp: {{responder: \"http://127.0.0.1:{vport}/ocsp\", max_age_s: 30}}\n\
          # Gia Lai may connect only with a current, passing popscan verdict.\n\
          admission:\n  verdicts_dir: verdicts\n  trusted_keys: [pki/verdict-signing.pub]\n  \
          require: {{agencies: [gialai]}}\n  poll_interval_ms: 500\n",
         port = opts.port,
         rport = opts.registry_port,
-        aport = opts.admin_port
+        aport = opts.admin_port,
+        vport = opts.revocation_port
     );
     write(&config_path, &config)?;
     Ok(DemoFiles {
@@ -230,7 +237,13 @@ fn try_lines(
             key = pki.dir().join("verdict-signing.key").display(),
             ver = verdicts.display(),
         ),
-        "# 7. the audit trail: integrity, and who looked up this citizen".to_owned(),
+        format!(
+            "# 7. revocation as the CA publishes it (CRL and OCSP, fetched; no file copied): revoke\n#    Hà Nội's certificate; within 30 s the curl of step 1 fails: 403 cert_revoked (OCSP)\n#    or a refused handshake (fetched CRL). Re-issue with `pki issue --agency hanoi` afterwards\n{exe} pki revoke --dir {pki} --cert {cert}",
+            exe = popgate_exe(),
+            pki = pki.dir().display(),
+            cert = pki.agency_cert_path("hanoi").display(),
+        ),
+        "# 8. the audit trail: integrity, and who looked up this citizen".to_owned(),
         format!(
             "{exe} audit verify {dir}/audit --key {pki}/audit-seal.pub",
             exe = popgate_exe(),
@@ -279,6 +292,8 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     check_free(reg_addr, "--registry-port")?;
     check_free(([127, 0, 0, 1], opts.admin_port).into(), "--admin-port")?;
     check_free(([127, 0, 0, 1], opts.system_port).into(), "--system-port")?;
+    let revocation_addr: SocketAddr = ([127, 0, 0, 1], opts.revocation_port).into();
+    check_free(revocation_addr, "--revocation-port")?;
     let (config_path, lines) = prepare(opts)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -298,8 +313,25 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
     let listener = rt
         .block_on(crate::synthetic_registry::bind(reg_addr))
         .map_err(|e| GatewayError::runtime(format!("synthetic registry on {reg_addr}"), e))?;
+    let revocation = rt
+        .block_on(tokio::net::TcpListener::bind(revocation_addr))
+        .map_err(|e| {
+            GatewayError::runtime(format!("CRL and OCSP publisher on {revocation_addr}"), e)
+        })?;
+    let revocation_dir = pki_dir.clone();
     std::thread::spawn(move || {
         rt.block_on(async move {
+            tokio::spawn(async move {
+                if let Err(e) = gateway::crl_publisher::serve_revocation(
+                    revocation,
+                    revocation_dir,
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                {
+                    tracing::error!(error = %e, "CRL and OCSP publisher stopped");
+                }
+            });
             if let Err(e) = crate::synthetic_registry::serve(listener).await {
                 tracing::error!(error = %e, "synthetic registry stopped");
             }
@@ -316,6 +348,7 @@ pub fn run(opts: &DemoOptions) -> Result<(), GatewayError> {
         "  Gia Lai's system (to audit):   https://localhost:{}",
         opts.system_port
     );
+    println!("  dev CA's CRL and OCSP:         http://{revocation_addr}/crl.der, /ocsp");
     println!("  config:                        {}", config_path.display());
     println!("\nTry these (Ctrl-C stops both):\n");
     for l in &lines {

@@ -86,6 +86,10 @@ enum Command {
         /// Port of the demo agency system that popscan audits.
         #[arg(long, default_value_t = 8482)]
         system_port: u16,
+        /// Port of the dev CA's CRL and OCSP publisher (its certificates
+        /// name 8489).
+        #[arg(long, default_value_t = 8489)]
+        revocation_port: u16,
     },
 }
 
@@ -206,6 +210,18 @@ enum PkiCommand {
         #[arg(long, default_value = "127.0.0.1:8489")]
         listen: std::net::SocketAddr,
     },
+    /// Publish the dev CA's revocation status: the CRL (/crl.der, /crl.pem)
+    /// and OCSP answers (/ocsp), where its certificates say to look.
+    ServeRevocation {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8489")]
+        listen: std::net::SocketAddr,
+        /// How long each OCSP answer is current (its nextUpdate): the
+        /// longest a revocation takes to reach a gateway that caches it.
+        #[arg(long, default_value_t = 60)]
+        ocsp_validity_s: u64,
+    },
 }
 
 /// An error the CLI reports: a message and an exit code.
@@ -274,6 +290,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             days,
         }) => pki::issue(&dir, &agency, &agencies, days)?,
         Command::Pki(PkiCommand::Revoke { dir, cert }) => pki::revoke(&dir, &cert)?,
+        Command::Pki(PkiCommand::ServeRevocation {
+            dir,
+            listen,
+            ocsp_validity_s,
+        }) => {
+            DevPki::open(&dir)?;
+            tracing::info!(%listen, dir = %dir.display(), "publishing the CRL at /crl.der and /crl.pem, answering OCSP at /ocsp");
+            let validity = std::time::Duration::from_secs(ocsp_validity_s.clamp(1, 86_400));
+            serve_until_ctrl_c(listen, |l| {
+                gateway::crl_publisher::serve_revocation(l, dir, validity)
+            })?
+        }
         Command::Pki(PkiCommand::ServeCrl { dir, listen }) => {
             let crl = DevPki::open(&dir)?.crl_path();
             tracing::info!(%listen, crl = %crl.display(), "publishing the CRL at /crl.der and /crl.pem");
@@ -338,12 +366,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             registry_port,
             admin_port,
             system_port,
+            revocation_port,
         } => demo::run(&demo::DemoOptions {
             dir,
             port,
             registry_port,
             admin_port,
             system_port,
+            revocation_port,
         })?,
     }
     Ok(())
@@ -394,6 +424,7 @@ fn default_sigpipe_for_reports(command: &Command) {
             | Command::Demo { .. }
             | Command::RegistryDemo { .. }
             | Command::Pki(PkiCommand::ServeCrl { .. })
+            | Command::Pki(PkiCommand::ServeRevocation { .. })
     ) {
         // SAFETY: setting a signal disposition before any thread is started.
         #[allow(unsafe_code)]

@@ -14,6 +14,7 @@
 pub mod crl;
 pub mod fetch;
 pub mod ocsp;
+pub mod responder;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

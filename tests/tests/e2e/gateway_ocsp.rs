@@ -304,3 +304,83 @@ async fn ocsp_revocation_outage_and_forgery_against_a_real_responder() {
     assert!(queries(cfg.admin_port(), "rejected") >= 1.0);
     drop(forged);
 }
+
+/// `popgate pki serve-revocation` answers OCSP for the dev CA in a form
+/// `openssl ocsp` (an independent client) verifies: good, then revoked
+/// after `pki revoke`, with no file copied anywhere; and it serves the CRL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dev_ca_answers_ocsp_that_openssl_verifies() {
+    let pki = TestPki::new();
+    let hanoi = pki.agency("hanoi");
+    let port = free_port();
+    let mut server = Command::new(e2e::bin("popgate"))
+        .args(["pki", "serve-revocation", "--dir"])
+        .arg(pki.dir.path().join("pki"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ocsp-validity-s",
+            "5",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve-revocation did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ask = || {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["ocsp", "-no_nonce", "-issuer"])
+            .arg(pki.pki.ca_cert_path())
+            .arg("-cert")
+            .arg(&hanoi.cert_path)
+            .args(["-url", &format!("http://127.0.0.1:{port}/ocsp")])
+            .arg("-CAfile")
+            .arg(pki.pki.ca_cert_path());
+        let out = cmd.output().expect("openssl ocsp");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = ask();
+    assert!(
+        out.contains("Response verify OK") && out.contains(": good"),
+        "{out}"
+    );
+    pki.pki.revoke(&hanoi.cert_path).unwrap();
+    let out = ask();
+    assert!(
+        out.contains("Response verify OK") && out.contains(": revoked"),
+        "{out}"
+    );
+    // The CRL, from the same place, lists it too.
+    let crl = http_get(port, "/crl.der").await;
+    assert_eq!(crl.0, 200);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A plain HTTP GET on 127.0.0.1: (status, body length).
+async fn http_get(port: u16, path: &str) -> (u16, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, buf.len())
+}
