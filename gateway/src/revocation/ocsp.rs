@@ -558,11 +558,72 @@ impl OcspChecker {
 mod tests {
     use super::*;
 
+    /// Under `grace`, no current status admits only within the grace after
+    /// the last good answer; a revoked or never-good certificate never.
+    #[test]
+    fn grace_runs_from_the_last_good_answer_and_ends() {
+        let metrics = OcspMetrics::new(
+            prometheus::IntCounter::new("grace_test", "grace admissions").unwrap(),
+        );
+        let checker = OcspChecker::new(
+            OcspSettings {
+                responder: None,
+                timeout: Duration::from_secs(1),
+                max_age: Duration::from_secs(60),
+            },
+            Some(Duration::from_secs(600)),
+            metrics.clone(),
+        );
+        let now = 1_800_000_000;
+        let answer = |status, next: i64| Answer {
+            status,
+            this_update: next - 60,
+            next_update: Some(next),
+        };
+        let (recent, old, revoked, never) = ([1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]);
+        checker
+            .cache
+            .put(recent, answer(Status::Good, now - 300), now - 400);
+        checker
+            .cache
+            .put(old, answer(Status::Good, now - 900), now - 1000);
+        checker
+            .cache
+            .put(revoked, answer(Status::Revoked, now - 300), now - 400);
+        assert_eq!(
+            checker.unavailable(&recent, now, "down".into()),
+            Verdict::Good
+        );
+        assert_eq!(metrics.grace.get(), 1);
+        assert!(matches!(
+            checker.unavailable(&old, now, "down".into()),
+            Verdict::Unavailable(_)
+        ));
+        assert!(matches!(
+            checker.unavailable(&revoked, now, "down".into()),
+            Verdict::Unavailable(_)
+        ));
+        assert!(matches!(
+            checker.unavailable(&never, now, "down".into()),
+            Verdict::Unavailable(_)
+        ));
+        // `closed`: no grace at all.
+        let closed = OcspChecker::new(checker.settings.clone(), None, metrics);
+        closed
+            .cache
+            .put(recent, answer(Status::Good, now - 1), now - 100);
+        assert!(matches!(
+            closed.unavailable(&recent, now, "down".into()),
+            Verdict::Unavailable(_)
+        ));
+    }
+
     /// A real `openssl ocsp` responder for a dev PKI with one good and one
     /// revoked certificate: both answers are read and believed, and a
     /// responder signing with another key is not.
     #[tokio::test]
     async fn answers_from_openssl_are_read_and_only_the_issuers_believed() {
+        use std::path::PathBuf;
         let dir = tempfile::tempdir().unwrap();
         let pki = certs::pki::DevPki::create(dir.path()).unwrap();
         let subject = |id: &str| certs::pki::AgencySubject {
@@ -593,7 +654,85 @@ mod tests {
         .unwrap();
         let other_dir = tempfile::tempdir().unwrap();
         certs::pki::DevPki::create(other_dir.path()).unwrap();
-        for (signer_dir, expect_ok) in [(dir.path(), true), (other_dir.path(), false)] {
+        // Delegated responders, made with openssl: one the CA signed for
+        // OCSP signing, one it signed for something else.
+        let delegate = |name: &str, eku: &str| -> (PathBuf, PathBuf) {
+            let d = dir.path();
+            let (key, csr, cert, ext) = (
+                d.join(format!("{name}.key")),
+                d.join(format!("{name}.csr")),
+                d.join(format!("{name}.pem")),
+                d.join(format!("{name}.cnf")),
+            );
+            std::fs::write(&ext, format!("extendedKeyUsage={eku}\n")).unwrap();
+            let run = |args: &[&std::ffi::OsStr]| {
+                let st = std::process::Command::new("openssl")
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "openssl {args:?}");
+            };
+            let os = |s: &str| std::ffi::OsString::from(s);
+            run(&[
+                &os("genpkey"),
+                &os("-algorithm"),
+                &os("EC"),
+                &os("-pkeyopt"),
+                &os("ec_paramgen_curve:P-256"),
+                &os("-out"),
+                key.as_os_str(),
+            ]);
+            run(&[
+                &os("req"),
+                &os("-new"),
+                &os("-key"),
+                key.as_os_str(),
+                &os("-subj"),
+                &os(&format!("/CN={name}")),
+                &os("-out"),
+                csr.as_os_str(),
+            ]);
+            run(&[
+                &os("x509"),
+                &os("-req"),
+                &os("-in"),
+                csr.as_os_str(),
+                &os("-CA"),
+                pki.ca_cert_path().as_os_str(),
+                &os("-CAkey"),
+                d.join("ca.key").as_os_str(),
+                &os("-set_serial"),
+                &os("7"),
+                &os("-days"),
+                &os("1"),
+                &os("-extfile"),
+                ext.as_os_str(),
+                &os("-out"),
+                cert.as_os_str(),
+            ]);
+            (cert, key)
+        };
+        let (ocsp_cert, ocsp_key) = delegate("ocsp-signer", "OCSPSigning");
+        let (wrong_cert, wrong_key) = delegate("not-ocsp", "clientAuth");
+        let signers = [
+            (
+                dir.path().join("ca.pem"),
+                dir.path().join("ca.key"),
+                dir.path().join("ca.pem"),
+                true,
+            ),
+            (ocsp_cert, ocsp_key, dir.path().join("ca.pem"), true),
+            (wrong_cert, wrong_key, dir.path().join("ca.pem"), false),
+            (
+                other_dir.path().join("ca.pem"),
+                other_dir.path().join("ca.key"),
+                other_dir.path().join("ca.pem"),
+                false,
+            ),
+        ];
+        for (signer, signer_key, signer_ca, expect_ok) in signers {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -603,11 +742,11 @@ mod tests {
                 .args(["ocsp", "-index"])
                 .arg(&index)
                 .args(["-port", &port.to_string(), "-rsigner"])
-                .arg(signer_dir.join("ca.pem"))
+                .arg(&signer)
                 .arg("-rkey")
-                .arg(signer_dir.join("ca.key"))
+                .arg(&signer_key)
                 .arg("-CA")
-                .arg(signer_dir.join("ca.pem"))
+                .arg(&signer_ca)
                 .arg("-ignore_err")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -637,7 +776,7 @@ mod tests {
                 .unwrap();
                 let got = parse_and_verify(&body, &id, &ca, now);
                 if expect_ok {
-                    assert_eq!(got.unwrap().status, want);
+                    assert_eq!(got.unwrap().status, want, "signed by {}", signer.display());
                 } else {
                     let e = got.unwrap_err();
                     assert!(matches!(e, OcspError::Rejected(_)), "{e}");
