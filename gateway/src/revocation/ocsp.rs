@@ -418,6 +418,9 @@ pub struct OcspMetrics {
     pub cached: prometheus::IntCounter,
     /// Requests admitted on grace (`popgate_revocation_grace_admissions_total`).
     pub grace: prometheus::IntCounter,
+    /// thisUpdate of the newest believed answer (Unix seconds): its age is
+    /// `time() - this` in PromQL.
+    pub newest_answer: prometheus::IntGauge,
 }
 
 impl OcspMetrics {
@@ -437,6 +440,11 @@ impl OcspMetrics {
             )
             .expect("static metric definition"),
             grace,
+            newest_answer: prometheus::IntGauge::new(
+                "popgate_revocation_ocsp_newest_answer_timestamp_seconds",
+                "thisUpdate of the newest OCSP answer believed (Unix seconds)",
+            )
+            .expect("static metric definition"),
         }
     }
 
@@ -444,6 +452,7 @@ impl OcspMetrics {
         vec![
             Box::new(self.queries.clone()),
             Box::new(self.cached.clone()),
+            Box::new(self.newest_answer.clone()),
         ]
     }
 }
@@ -514,6 +523,9 @@ impl OcspChecker {
                     Status::Unknown => "unknown",
                 };
                 self.metrics.queries.with_label_values(&[result]).inc();
+                if a.this_update > self.metrics.newest_answer.get() {
+                    self.metrics.newest_answer.set(a.this_update);
+                }
                 self.cache.put(key, a.clone(), now);
                 self.verdict(&a, &key, now, &url)
             }
