@@ -16,12 +16,25 @@ pub async fn revocation(
     let Some(checker) = checker else {
         return Ok(());
     };
-    let (leaf, issuer) = session
+    let digest = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|ssl| verifier.leaf_and_issuer(&ssl.cert_digest))
+        .map(|ssl| ssl.cert_digest.as_slice())
         .ok_or(Refusal::NoIdentity)?;
-    match checker.judge(&leaf, &issuer).await {
+    // The certificate digest is the SHA-256 of its DER: the cache key.
+    let known = <[u8; 32]>::try_from(digest)
+        .ok()
+        .and_then(|k| checker.known(&k));
+    let verdict = match known {
+        Some(v) => v,
+        None => {
+            let (leaf, issuer) = verifier
+                .leaf_and_issuer(digest)
+                .ok_or(Refusal::NoIdentity)?;
+            checker.judge(&leaf, &issuer).await
+        }
+    };
+    match verdict {
         Verdict::Good => Ok(()),
         Verdict::Revoked => Err(Refusal::CertRevoked),
         Verdict::Unavailable(why) => Err(Refusal::RevocationUnavailable(why)),

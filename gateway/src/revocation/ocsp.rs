@@ -465,12 +465,15 @@ pub struct OcspChecker {
     grace: Option<Duration>,
     cache: OcspCache,
     metrics: OcspMetrics,
+    /// Certificates that name no responder (CRLs judge them).
+    no_responder: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl OcspChecker {
     pub fn new(settings: OcspSettings, grace: Option<Duration>, metrics: OcspMetrics) -> Self {
         OcspChecker {
             cache: OcspCache::new(settings.max_age),
+            no_responder: Mutex::new(std::collections::HashSet::new()),
             settings,
             grace,
             metrics,
@@ -479,6 +482,28 @@ impl OcspChecker {
 
     /// The status of `leaf` (issued by `issuer`), from the cache or its
     /// responder.
+    /// The verdict for a certificate (by its SHA-256) when it needs no
+    /// query: a current cached answer, or no responder to ask. The request
+    /// path asks this first, so a connection's later requests cost a hash
+    /// lookup, not certificate parsing.
+    pub fn known(&self, key: &[u8; 32]) -> Option<Verdict> {
+        if self
+            .no_responder
+            .lock()
+            .ok()
+            .is_some_and(|s| s.contains(key))
+        {
+            return Some(Verdict::Good);
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let a = self.cache.current(key, now)?;
+        if a.status == Status::Unknown {
+            return None;
+        }
+        self.metrics.cached.inc();
+        Some(self.verdict(&a, key, now, ""))
+    }
+
     pub async fn judge(&self, leaf_der: &[u8], issuer_der: &[u8]) -> Verdict {
         use sha2::Digest;
         let (Ok(leaf), Ok(issuer)) = (
@@ -491,7 +516,15 @@ impl OcspChecker {
             Some(u) => u.clone(),
             None => match responder_urls(&leaf).into_iter().next() {
                 Some(u) => u,
-                None => return Verdict::Good,
+                None => {
+                    let key: [u8; 32] = sha2::Sha256::digest(leaf_der).into();
+                    if let Ok(mut s) = self.no_responder.lock() {
+                        if s.len() < 100_000 {
+                            s.insert(key);
+                        }
+                    }
+                    return Verdict::Good;
+                }
             },
         };
         let key: [u8; 32] = sha2::Sha256::digest(leaf_der).into();
