@@ -66,6 +66,30 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A tool a test needs cannot run: under POPGATE_REQUIRE_TOOLS=1 that
+/// fails the test (CI installs every tool), otherwise it is said loudly and
+/// the caller skips.
+pub fn tool_missing(msg: &str) {
+    assert!(
+        std::env::var("POPGATE_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "{msg}"
+    );
+    eprintln!("\n*** {msg} ***\n");
+}
+
+/// Waits (10 s at most) until something accepts connections on
+/// 127.0.0.1:`port`; `what` names it in the failure.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// An ephemeral loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -55,12 +55,7 @@ impl PostgresServer {
 
     fn start_with(tls: Option<(&Path, &Path)>) -> Option<Self> {
         let Some(bin) = server_bin() else {
-            let msg = "SKIPPED: PostgreSQL server not installed (no /usr/lib/postgresql/*/bin/initdb); install the postgresql package";
-            assert!(
-                std::env::var("POPGATE_REQUIRE_TOOLS").as_deref() != Ok("1"),
-                "{msg}"
-            );
-            eprintln!("\n*** {msg} ***\n");
+            crate::tool_missing("SKIPPED: PostgreSQL server not installed (no /usr/lib/postgresql/*/bin/initdb); install the postgresql package");
             return None;
         };
         let root = tempfile::tempdir().expect("tempdir");

@@ -1,7 +1,6 @@
 //! A real redis-server on an ephemeral loopback port, killed on drop.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
@@ -30,22 +29,13 @@ impl RedisServer {
         {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!(
+                crate::tool_missing(&format!(
                     "SKIPPED: redis-server not runnable ({e}); install the redis-server package"
-                );
-                assert!(
-                    std::env::var("POPGATE_REQUIRE_TOOLS").as_deref() != Ok("1"),
-                    "{msg}"
-                );
-                eprintln!("\n*** {msg} ***\n");
+                ));
                 return None;
             }
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(port, "redis-server");
         Some(RedisServer { port, child })
     }
 

@@ -27,11 +27,7 @@ impl CrlServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "serve-crl did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        e2e::wait_listening(port, "pki serve-crl");
         CrlServer(child)
     }
 }

@@ -33,12 +33,7 @@ impl Responder {
         {
             Ok(c) => c,
             Err(e) => {
-                let msg = format!("SKIPPED: openssl not runnable ({e})");
-                assert!(
-                    std::env::var("POPGATE_REQUIRE_TOOLS").as_deref() != Ok("1"),
-                    "{msg}"
-                );
-                eprintln!("\n*** {msg} ***\n");
+                e2e::tool_missing(&format!("SKIPPED: openssl not runnable ({e})"));
                 return None;
             }
         };
@@ -326,11 +321,7 @@ async fn the_dev_ca_answers_ocsp_that_openssl_verifies() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve-revocation did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    e2e::wait_listening(port, "pki serve-revocation");
     let ask = || {
         let mut cmd = Command::new("openssl");
         cmd.args(["ocsp", "-no_nonce", "-issuer"])
