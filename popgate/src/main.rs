@@ -72,6 +72,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8480")]
         listen: std::net::SocketAddr,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to stdout, e.g. `popgate completions bash >
+    /// /usr/share/bash-completion/completions/popgate`.
+    Completions { shell: clidoc::Shell },
+    /// Write a man page for popgate and each subcommand into a directory.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Everything on loopback in one command: PKI, config, synthetic
     /// registry, gateway, and curl lines to try.
     Demo {
@@ -277,6 +286,18 @@ fn subjects(agencies: &std::path::Path) -> Result<Registry, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => gateway::serve::run(&config)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clidoc::completions(Cli::command(), shell, &mut std::io::stdout());
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let pages = clidoc::man_pages(Cli::command(), &dir).map_err(|e| Failure {
+                code: 1,
+                message: format!("{}: {e}", dir.display()),
+            })?;
+            println!("{} man pages written to {}", pages.len(), dir.display());
+        }
         Command::CheckConfig { config } => check_config(&config)?,
         Command::Pki(PkiCommand::Init {
             dir,

@@ -144,6 +144,14 @@ enum Command {
     },
     /// Parse an nmap XML file and print the evidence popscan reads from it (JSON).
     Nmap { file: PathBuf },
+    /// Print the shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to stdout.
+    Completions { shell: clidoc::Shell },
+    /// Write a man page for popscan and each subcommand into a directory.
+    Man {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,6 +242,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 format,
             } => policy_show(level, &policies, format),
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clidoc::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let pages = clidoc::man_pages(Cli::command(), &dir)
+                .map_err(|e| Failure(2, format!("{}: {e}", dir.display())))?;
+            println!("{} man pages written to {}", pages.len(), dir.display());
+            Ok(0)
+        }
         Command::Verdict { command } => match command {
             VerdictCommand::Verify { file, key } => verdict_verify(&file, &key),
             VerdictCommand::Show { file } => verdict_show(&file),

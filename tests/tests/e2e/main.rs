@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admission;
+mod cli_docs;
 mod deploy_checks;
 mod gateway_access;
 mod gateway_admin;
