@@ -237,13 +237,22 @@ fn try_lines(
             key = pki.dir().join("verdict-signing.key").display(),
             ver = verdicts.display(),
         ),
+        "# 7. quota: Hà Nam may make 2 requests a second, in bursts of 5: the burst passes (200),\n#    then 429 quota_exceeded with Retry-After".to_owned(),
         format!(
-            "# 7. revocation as the CA publishes it (CRL and OCSP, fetched; no file copied): revoke\n#    Hà Nội's certificate; within 30 s the curl of step 1 fails: 403 cert_revoked (OCSP)\n#    or a refused handshake (fetched CRL). Re-issue with `pki issue --agency hanoi` afterwards\n{exe} pki revoke --dir {pki} --cert {cert}",
+            "for i in $(seq 8); do {} -s -o /dev/null -w '%{{http_code}} '; done; echo",
+            curl(
+                "hanam",
+                "-H 'X-Purpose: kiem tra' ",
+                &format!("/v1/citizens/{DEMO_CITIZEN}"),
+            )
+        ),
+        format!(
+            "# 8. revocation as the CA publishes it (CRL and OCSP, fetched; no file copied): revoke\n#    Hà Nội's certificate; within 30 s the curl of step 1 fails: 403 cert_revoked (OCSP)\n#    or a refused handshake (fetched CRL). Re-issue with `pki issue --agency hanoi` afterwards\n{exe} pki revoke --dir {pki} --cert {cert}",
             exe = popgate_exe(),
             pki = pki.dir().display(),
             cert = pki.agency_cert_path("hanoi").display(),
         ),
-        "# 8. the audit trail: integrity, and who looked up this citizen".to_owned(),
+        "# 9. the audit trail: integrity, and who looked up this citizen".to_owned(),
         format!(
             "{exe} audit verify {dir}/audit --key {pki}/audit-seal.pub",
             exe = popgate_exe(),

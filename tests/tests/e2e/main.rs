@@ -8,6 +8,7 @@
 
 mod admission;
 mod cli_docs;
+mod demo;
 mod deploy_checks;
 mod gateway_access;
 mod gateway_admin;
