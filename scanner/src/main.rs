@@ -36,8 +36,36 @@ Exit codes:
     after_help = EXIT_CODES,
 )]
 struct Cli {
+    /// stderr messages: `human` (default), or `json`, one object per line,
+    /// for a journal (a systemd timer): each system scanned, verdicts
+    /// written, and failures. The progress bar is drawn only on a terminal.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Structured lines on stderr (`POPSCAN_LOG` filters, default info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POPSCAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .without_time()
+            .with_target(false)
+            .init(),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,6 +233,8 @@ fn input<E: std::fmt::Display>(e: E) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let log_format = cli.log_format;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,7 +248,11 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(Failure(code, msg)) => {
-            eprintln!("popscan: {msg}");
+            if log_format == LogFormat::Json {
+                tracing::error!(exit_code = code, error = %msg, "popscan failed");
+            } else {
+                eprintln!("popscan: {msg}");
+            }
             ExitCode::from(code)
         }
     }
@@ -435,12 +469,25 @@ async fn scan_command(args: ScanArgs) -> Result<u8, Failure> {
         inventory_path: inventory.display().to_string(),
     };
     let bar = progress_bar(inv.systems.len());
-    let progress: Option<scan::Progress> = bar.clone().map(|b| {
-        Arc::new(move |r: &report::SystemReport| {
+    // A bar on a terminal; elsewhere (a timer's journal) a line per system.
+    let progress: scan::Progress = match bar.clone() {
+        Some(b) => Arc::new(move |r: &report::SystemReport| {
             b.set_message(r.id.clone());
             b.inc(1);
-        }) as scan::Progress
-    });
+        }),
+        None => Arc::new(|r: &report::SystemReport| {
+            tracing::info!(
+                system = %r.id,
+                agency = %r.agency,
+                level = r.level,
+                result = ?r.result,
+                failed_controls = r.failed_controls().len(),
+                errors = r.errors.len(),
+                "system scanned"
+            );
+        }),
+    };
+    let progress = Some(progress);
     let report = scan::run(&inv, &set, &waivers, &evidence, &opts, progress).await;
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -449,10 +496,10 @@ async fn scan_command(args: ScanArgs) -> Result<u8, Failure> {
         let verdicts = scanner::verdict::build(&report, opts.now);
         let written =
             scanner::verdict::write_all(dir, &verdicts, key).map_err(|e| Failure(2, e))?;
-        eprintln!(
-            "popscan: {} signed verdicts written to {}",
-            written.len(),
-            dir.display()
+        tracing::info!(
+            verdicts = written.len(),
+            dir = %dir.display(),
+            "signed verdicts written"
         );
     }
     let to_tty = output.is_none() && std::io::stdout().is_terminal();

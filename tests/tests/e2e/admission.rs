@@ -27,7 +27,15 @@ struct Scan<'a> {
 impl Scan<'_> {
     fn run(&self, key: &Path) -> i32 {
         let out = Command::new(e2e::bin("popscan"))
-            .args(["scan", "--format", "json", "--timeout", "3"])
+            .args([
+                "scan",
+                "--format",
+                "json",
+                "--timeout",
+                "3",
+                "--log-format",
+                "json",
+            ])
             .arg("--inventory")
             .arg(&self.inventory)
             .arg("--policies")
@@ -45,6 +53,15 @@ impl Scan<'_> {
             "popscan: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // `--log-format json`: stderr is one JSON object per line, for a
+        // timer's journal: a line per system scanned, and the verdicts.
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let said = |m: &str| lines.iter().filter(|l| l["fields"]["message"] == m).count();
+        assert!(said("system scanned") >= 1, "{lines:?}");
+        assert_eq!(said("signed verdicts written"), 1, "{lines:?}");
         out.status.code().unwrap_or(-1)
     }
 }
