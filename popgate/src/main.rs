@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use commandline::LogFormat;
 
 mod audit;
 mod pki;
@@ -42,12 +43,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -75,7 +70,7 @@ enum Command {
     /// Print the shell completion script (bash, zsh, fish, elvish,
     /// powershell) to stdout, e.g. `popgate completions bash >
     /// /usr/share/bash-completion/completions/popgate`.
-    Completions { shell: clidoc::Shell },
+    Completions { shell: commandline::Shell },
     /// Write a man page for popgate and each subcommand into a directory.
     Man {
         #[arg(long)]
@@ -266,19 +261,6 @@ impl From<certs::pki::PkiError> for Failure {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POPGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-}
-
 fn subjects(agencies: &std::path::Path) -> Result<Registry, Failure> {
     Ok(Registry::load(agencies)?)
 }
@@ -288,11 +270,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { config } => gateway::serve::run(&config)?,
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clidoc::completions(Cli::command(), shell, &mut std::io::stdout());
+            commandline::completions(Cli::command(), shell, &mut std::io::stdout());
         }
         Command::Man { dir } => {
             use clap::CommandFactory;
-            let pages = clidoc::man_pages(Cli::command(), &dir).map_err(|e| Failure {
+            let pages = commandline::man_pages(Cli::command(), &dir).map_err(|e| Failure {
                 code: 1,
                 message: format!("{}: {e}", dir.display()),
             })?;
@@ -458,7 +440,7 @@ fn default_sigpipe_for_reports(command: &Command) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     default_sigpipe_for_reports(&cli.command);
-    init_logging(cli.log_format);
+    commandline::init_logging(cli.log_format, "POPGATE_LOG");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

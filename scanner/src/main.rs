@@ -45,28 +45,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
-/// Structured lines on stderr (`POPSCAN_LOG` filters, default info).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POPSCAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .without_time()
-            .with_target(false)
-            .init(),
-    }
-}
+use commandline::LogFormat;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
@@ -174,7 +153,7 @@ enum Command {
     Nmap { file: PathBuf },
     /// Print the shell completion script (bash, zsh, fish, elvish,
     /// powershell) to stdout.
-    Completions { shell: clidoc::Shell },
+    Completions { shell: commandline::Shell },
     /// Write a man page for popscan and each subcommand into a directory.
     Man {
         #[arg(long)]
@@ -233,7 +212,7 @@ fn input<E: std::fmt::Display>(e: E) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    commandline::init_logging(cli.log_format, "POPSCAN_LOG");
     let log_format = cli.log_format;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -278,12 +257,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         },
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clidoc::completions(Cli::command(), shell, &mut std::io::stdout());
+            commandline::completions(Cli::command(), shell, &mut std::io::stdout());
             Ok(0)
         }
         Command::Man { dir } => {
             use clap::CommandFactory;
-            let pages = clidoc::man_pages(Cli::command(), &dir)
+            let pages = commandline::man_pages(Cli::command(), &dir)
                 .map_err(|e| Failure(2, format!("{}: {e}", dir.display())))?;
             println!("{} man pages written to {}", pages.len(), dir.display());
             Ok(0)

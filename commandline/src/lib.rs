@@ -1,11 +1,36 @@
-//! Shell completions and man pages, generated from the same clap
-//! definitions the binaries parse with, so they cannot drift from the
-//! options a binary really takes. Packages install what these write.
+//! What popgate and popscan share on the command line: shell completions
+//! and man pages generated from the same clap definitions the binaries
+//! parse with (so they cannot drift from the options a binary really
+//! takes; packages install what these write), and stderr logging.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use clap_complete::Shell;
+
+/// How stderr messages are written: `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people; colour only on a terminal.
+    Human,
+    /// One JSON object per line, for a journal or a log collector.
+    Json,
+}
+
+/// Sends `tracing` events to stderr in `format`, filtered by the
+/// environment variable `filter_var` (default `info`).
+pub fn init_logging(format: LogFormat, filter_var: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env(filter_var)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
 
 /// Writes the completion script for `shell` to `out`.
 pub fn completions(mut cmd: clap::Command, shell: Shell, out: &mut dyn Write) {
